@@ -1,0 +1,113 @@
+"""The ``quantsweep`` command: a thin Hydra entry point.
+
+It turns the composed DictConfig into a typed :class:`RunConfig` at once and hands that
+to :func:`quantsweep.job.run_job`; nothing below this module sees Hydra. Only Hydra,
+OmegaConf and the config schema are imported at start-up, so ``--help`` and config
+errors answer quickly; the heavy libraries load when a job really runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from quantsweep.config import ConfigError, RunConfig, register_configs
+
+log = logging.getLogger("quantsweep")
+
+GROUPS = ("quantization", "operators", "exclusion", "calibration")
+# Overrides that say how to run, not what: they do not name the job folder.
+_UNNAMED_KEYS = ("experiment", "force")
+
+
+def job_name(overrides: Any) -> str:
+    """A folder name from the job's overrides: group choices first, then other keys.
+
+    ``quantization=static operators=add_matmul exclusion=sensitive`` gives
+    ``static-add_matmul-sensitive``; other overrides follow as ``key=value``.
+    """
+    groups: dict[str, str] = {}
+    others: list[str] = []
+    for override in list(overrides or []):
+        key, _, value = str(override).partition("=")
+        key = key.lstrip("+~")
+        if key in _UNNAMED_KEYS or key.startswith("hydra"):
+            continue
+        if key in GROUPS:
+            groups[key] = value
+        else:
+            others.append(f"{key}={value}")
+    parts = [groups[g] for g in GROUPS if g in groups] + sorted(others)
+    name = "-".join(parts) or "default"
+    return re.sub(r"[^A-Za-z0-9._=,+-]+", "_", name)[:200]
+
+
+def _register() -> None:
+    if not OmegaConf.has_resolver("qs_job_name"):
+        OmegaConf.register_new_resolver("qs_job_name", job_name)
+    register_configs()
+
+
+_register()
+
+
+def to_run_config(cfg: DictConfig) -> RunConfig:
+    """The typed config; raises ConfigError with a message for the user."""
+    try:
+        run_config = OmegaConf.to_object(cfg)
+    except ConfigError:
+        raise
+    except Exception as error:  # OmegaConf wraps errors raised in __post_init__
+        cause = error.__cause__ or error.__context__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise ConfigError(f"Invalid configuration: {error}") from error
+    if not isinstance(run_config, RunConfig):
+        raise ConfigError(f"Invalid configuration: expected the RunConfig schema, got {type(run_config).__name__}.")
+    return run_config
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from quantsweep.data import DataError
+    from quantsweep.evaluate import LabelMismatchError
+    from quantsweep.exclusion import ExclusionError
+    from quantsweep.export import ModelLoadError
+
+    return (ConfigError, DataError, ModelLoadError, LabelMismatchError, ExclusionError)
+
+
+@hydra.main(version_base="1.3", config_path="pkg://quantsweep.conf", config_name="config")
+def run(cfg: DictConfig) -> dict[str, Any]:
+    hydra_cfg = HydraConfig.get()
+    job_dir = Path(hydra_cfg.runtime.output_dir)
+    choices = {g: str(hydra_cfg.runtime.choices.get(g)) for g in GROUPS if hydra_cfg.runtime.choices.get(g)}
+    try:
+        run_config = to_run_config(cfg)
+        from quantsweep.job import run_job
+
+        config_dict = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        assert isinstance(config_dict, dict)
+        outcome = run_job(run_config, job_dir, {str(k): v for k, v in config_dict.items()}, choices)
+    except _user_errors() as error:
+        log.error("%s", error)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise  # Hydra marks this job failed; the sweep's other jobs still run
+        print(f"\nquantsweep: {error}", file=sys.stderr)
+        sys.exit(2)
+    return outcome.results
+
+
+def main() -> None:
+    run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""The typed schema of one quantsweep run.
+
+Hydra composes YAML from ``conf/`` on top of these dataclasses (registered in its
+ConfigStore), so an unknown key or a value of the wrong type fails while the config is
+composed. :func:`to_run_config` turns the composed DictConfig into a :class:`RunConfig`
+and runs the semantic checks in ``__post_init__``; each failure is a
+:class:`ConfigError` whose message is one paragraph naming the key, the value and what
+is allowed. Nothing here imports a heavy library: this module runs before any model,
+dataset or runtime is touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+# ONNX op types the ONNX Runtime quantizer knows in at least one of its modes (integer
+# ops, QLinear ops or QDQ). Which of them a given approach really quantizes is recorded
+# per run from the graph; this list only catches typos early.
+KNOWN_QUANTIZABLE_OPERATORS: tuple[str, ...] = (
+    "Add", "ArgMax", "Attention", "AveragePool", "BatchNormalization", "Clip", "Concat", "Conv",
+    "ConvTranspose", "CumSum", "EmbedLayerNormalization", "Flatten", "Gather", "GatherElements", "Gemm",
+    "GlobalAveragePool", "InstanceNormalization", "LayerNormalization", "LeakyRelu", "LSTM", "MatMul",
+    "MaxPool", "Mul", "Pad", "Relu", "Reshape", "Resize", "Sigmoid", "Slice", "Softmax", "Split",
+    "Squeeze", "TopK", "Transpose", "Unsqueeze", "Where",
+)
+
+# Named exclusion patterns; everything else in ``exclusion.nodes`` is a node name.
+EXCLUSION_PATTERNS: tuple[str, ...] = ("layernorm", "gelu", "residual", "gather", "softmax")
+
+SUPPORTED_TASKS: tuple[str, ...] = ("token-classification",)
+INSTRUCTION_SETS: tuple[str, ...] = ("auto", "avx512_vnni", "avx512", "avx2", "arm64")
+OPTIMIZATION_LEVELS: tuple[int, ...] = (0, 1)
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot run; the message is meant for the user as is."""
+
+
+def _fail(key: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"Invalid configuration: `{key}` is {value!r}; {allowed}")
+
+
+class Approach(str, Enum):
+    dynamic = "dynamic"
+    static = "static"
+
+
+class CalibrationMethod(str, Enum):
+    minmax = "minmax"
+    percentile = "percentile"
+    entropy = "entropy"
+
+
+@dataclass
+class QuantizationConfig:
+    """Group ``quantization``: the approach and the integer types it uses."""
+
+    approach: Approach = Approach.dynamic
+    # Which of optimum's per-instruction-set presets picks the integer types and
+    # reduce_range; "auto" detects it from this CPU.
+    instruction_set: str = "auto"
+    # None keeps the preset's choice.
+    reduce_range: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.instruction_set not in INSTRUCTION_SETS:
+            raise _fail("quantization.instruction_set", self.instruction_set, f"allowed: {', '.join(INSTRUCTION_SETS)}.")
+
+
+@dataclass
+class OperatorsConfig:
+    """Group ``operators``: the ONNX op types the quantizer may touch."""
+
+    operators_to_quantize: list[str] = field(default_factory=lambda: ["Add", "MatMul"])
+
+    def __post_init__(self) -> None:
+        if not self.operators_to_quantize:
+            raise _fail("operators.operators_to_quantize", [], "name at least one ONNX op type, e.g. [Add, MatMul].")
+        unknown = [op for op in self.operators_to_quantize if op not in KNOWN_QUANTIZABLE_OPERATORS]
+        if unknown:
+            raise _fail(
+                "operators.operators_to_quantize",
+                list(self.operators_to_quantize),
+                f"{', '.join(unknown)} is not an op type ONNX Runtime's quantizer knows "
+                f"(op types are case-sensitive; known: {', '.join(KNOWN_QUANTIZABLE_OPERATORS)}).",
+            )
+        if len(set(self.operators_to_quantize)) != len(self.operators_to_quantize):
+            raise _fail("operators.operators_to_quantize", list(self.operators_to_quantize), "each op type may appear once.")
+
+
+@dataclass
+class ExclusionConfig:
+    """Group ``exclusion``: nodes kept in fp32, by pattern name or by node name."""
+
+    nodes: list[str] = field(default_factory=list)
+
+    @property
+    def patterns(self) -> list[str]:
+        return [n for n in self.nodes if n in EXCLUSION_PATTERNS]
+
+    @property
+    def node_names(self) -> list[str]:
+        return [n for n in self.nodes if n not in EXCLUSION_PATTERNS]
+
+    def __post_init__(self) -> None:
+        if any(not isinstance(n, str) or not n.strip() for n in self.nodes):
+            raise _fail("exclusion.nodes", list(self.nodes), "every entry must be a non-empty pattern or node name.")
+
+
+@dataclass
+class CalibrationConfig:
+    """Group ``calibration``: how static quantization learns activation ranges."""
+
+    method: CalibrationMethod = CalibrationMethod.minmax
+    num_calibration_samples: int = 100
+    # minmax only
+    moving_average: bool = False
+    averaging_constant: float = 0.01
+    # histogram methods (percentile, entropy)
+    num_bins: int = 2048
+    percentile: float = 99.999
+    num_quantized_bins: int = 128
+    # rows of the calibration split fed to the calibrator at once
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.num_calibration_samples <= 0:
+            raise _fail("calibration.num_calibration_samples", self.num_calibration_samples, "it must be a positive integer.")
+        if not 0.0 < self.averaging_constant <= 1.0:
+            raise _fail("calibration.averaging_constant", self.averaging_constant, "it must lie in (0, 1].")
+        if not 0.0 < self.percentile <= 100.0:
+            raise _fail("calibration.percentile", self.percentile, "it must lie in (0, 100].")
+        if self.num_bins < 2:
+            raise _fail("calibration.num_bins", self.num_bins, "it must be at least 2.")
+        if self.num_quantized_bins < 2:
+            raise _fail("calibration.num_quantized_bins", self.num_quantized_bins, "it must be at least 2.")
+        if self.batch_size <= 0:
+            raise _fail("calibration.batch_size", self.batch_size, "it must be a positive integer.")
+
+
+@dataclass
+class DatasetConfig:
+    """Where the evaluation and calibration sentences come from."""
+
+    # A Hub id, a folder written by datasets' save_to_disk, a CoNLL-2003 column text
+    # file, a JSON lines or Parquet file, or a folder of such files named by split.
+    path: str = "conll2003"
+    name: str | None = None
+    revision: str | None = None
+    eval_split: str = "validation"
+    data_keys: dict[str, str] = field(default_factory=lambda: {"primary": "tokens"})
+    ref_keys: list[str] = field(default_factory=lambda: ["ner_tags"])
+    calibration_split: str | None = "train"
+    max_eval_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            raise _fail("dataset.path", self.path, "give a Hub id, a save_to_disk folder or a local data file.")
+        if set(self.data_keys) != {"primary"}:
+            raise _fail("dataset.data_keys", dict(self.data_keys), "token classification takes exactly one key, `primary`, naming the column of word lists.")
+        if len(self.ref_keys) != 1:
+            raise _fail("dataset.ref_keys", list(self.ref_keys), "token classification takes exactly one reference column (the tag column).")
+        if self.max_eval_samples is not None and self.max_eval_samples <= 0:
+            raise _fail("dataset.max_eval_samples", self.max_eval_samples, "use null for the whole split or a positive integer.")
+
+    @property
+    def tokens_column(self) -> str:
+        return self.data_keys["primary"]
+
+    @property
+    def tags_column(self) -> str:
+        return self.ref_keys[0]
+
+
+@dataclass
+class FrameworkArgs:
+    opset: int = 11
+    # 0: export as is; 1: ONNX Runtime's basic graph optimizations (constant folding,
+    # redundant-node elimination), saved offline. Higher levels fuse into contrib ops
+    # that the quantizer cannot type-check, so they are refused rather than ignored.
+    optimization_level: int = 1
+
+    def __post_init__(self) -> None:
+        if self.optimization_level not in OPTIMIZATION_LEVELS:
+            raise _fail(
+                "framework_args.optimization_level",
+                self.optimization_level,
+                "allowed: 0 (no graph optimization) or 1 (ONNX Runtime basic optimizations, applied before quantization). "
+                "Levels 2 and 99 fuse nodes into ONNX Runtime contrib ops that its quantizer cannot process; "
+                "ONNX Runtime still applies its full optimizations when it loads each model for inference.",
+            )
+
+
+@dataclass
+class BenchmarkConfig:
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 4, 8])
+    input_lengths: list[int] = field(default_factory=lambda: [32, 64, 128])
+    # seconds of timed forward passes per model and shape, split into alternating windows
+    duration: float = 15.0
+    # untimed forward passes per model and shape before timing starts
+    warmup: int = 10
+    # original and quantized take turns this many times per shape
+    windows: int = 5
+    # intra-op threads of the timed sessions; null means one per physical core
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        for key, values in (("benchmark.batch_sizes", self.batch_sizes), ("benchmark.input_lengths", self.input_lengths)):
+            if not values:
+                raise _fail(key, list(values), "give at least one positive integer.")
+            bad = [v for v in values if v <= 0]
+            if bad:
+                raise _fail(key, list(values), f"every entry must be a positive integer (got {bad[0]}).")
+        if self.duration <= 0:
+            raise _fail("benchmark.duration", self.duration, "it must be a positive number of seconds.")
+        if self.warmup < 0:
+            raise _fail("benchmark.warmup", self.warmup, "it must be zero or a positive number of forward passes.")
+        if self.windows <= 0:
+            raise _fail("benchmark.windows", self.windows, "it must be a positive integer.")
+        if self.threads is not None and self.threads <= 0:
+            raise _fail("benchmark.threads", self.threads, "use null (one per physical core) or a positive integer.")
+
+
+@dataclass
+class RunConfig:
+    """Everything one quantization run needs; the root of the Hydra config."""
+
+    task: str = "token-classification"
+    model_name_or_path: str = "elastic/distilbert-base-uncased-finetuned-conll03-english"
+    # a branch, tag or commit on the Hub; ignored for local folders
+    revision: str | None = None
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
+    operators: OperatorsConfig = field(default_factory=OperatorsConfig)
+    exclusion: ExclusionConfig = field(default_factory=ExclusionConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    per_channel: bool = False
+    framework: str = "onnxruntime"
+    framework_args: FrameworkArgs = field(default_factory=FrameworkArgs)
+    aware_training: bool = False
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    # rows per batch when evaluating either model
+    eval_batch_size: int = 32
+    seed: int = 42
+    # rerun a job even when its results.json exists
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        if self.task not in SUPPORTED_TASKS:
+            raise _fail("task", self.task, f"supported: {', '.join(SUPPORTED_TASKS)}.")
+        if self.framework != "onnxruntime":
+            raise _fail("framework", self.framework, "quantsweep quantizes with ONNX Runtime only: use `onnxruntime`.")
+        if self.aware_training:
+            raise _fail(
+                "aware_training",
+                True,
+                "quantization-aware training is not supported; quantsweep does post-training quantization only, so set it to false.",
+            )
+        if not self.model_name_or_path:
+            raise _fail("model_name_or_path", self.model_name_or_path, "give a Hub model id or a local model folder.")
+        if self.quantization.approach is Approach.static and not self.dataset.calibration_split:
+            raise _fail(
+                "dataset.calibration_split",
+                self.dataset.calibration_split,
+                "static quantization needs a split to calibrate on (for example `train`); "
+                "name one, or use `quantization=dynamic`.",
+            )
+        if self.eval_batch_size <= 0:
+            raise _fail("eval_batch_size", self.eval_batch_size, "it must be a positive integer.")
+        check_opset(self.framework_args.opset)
+
+    @property
+    def is_static(self) -> bool:
+        return self.quantization.approach is Approach.static
+
+
+def exporter_opset_range() -> tuple[int, int]:
+    """The opsets torch's ONNX exporter can write, read without importing torch itself."""
+    from importlib.util import find_spec
+
+    # torch.onnx._constants is a tiny module; importing it through the torch package
+    # would cost seconds, so it is loaded from its file directly.
+    spec = find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return (7, 20)
+    import importlib.util
+    import os
+
+    path = os.path.join(next(iter(spec.submodule_search_locations)), "onnx", "_constants.py")
+    if not os.path.exists(path):
+        return (7, 20)
+    module_spec = importlib.util.spec_from_file_location("_quantsweep_torch_onnx_constants", path)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    low = int(getattr(module, "ONNX_MIN_OPSET", 7))
+    high = int(getattr(module, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", getattr(module, "ONNX_MAX_OPSET", 20)))
+    return (low, high)
+
+
+def check_opset(opset: int) -> None:
+    low, high = exporter_opset_range()
+    if not low <= opset <= high:
+        raise _fail(
+            "framework_args.opset",
+            opset,
+            f"the installed torch ONNX exporter writes opsets {low} to {high}.",
+        )
+
+
+def register_configs() -> None:
+    """Register the schema so Hydra type-checks every composed config against it."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    # Only the root is registered: group files merge into its typed nodes, which is
+    # enough for type checks and keeps the schema out of `--help`'s option lists.
+    cs.store(name="run_schema", node=RunConfig)

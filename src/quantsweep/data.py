@@ -1,0 +1,280 @@
+"""Tagged sentences in, model inputs out.
+
+Loads one split of a token-classification dataset (Hub id, ``save_to_disk`` folder,
+CoNLL-2003 column text, JSON lines or Parquet), resolves tag names, and tokenizes word
+lists into model inputs that remember which word each sub-token came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from quantsweep.config import DatasetConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+CONLL_SUFFIXES = (".txt", ".conll", ".iob", ".iob2", ".tsv")
+JSON_SUFFIXES = (".json", ".jsonl")
+PARQUET_SUFFIXES = (".parquet",)
+
+
+class DataError(RuntimeError):
+    """A dataset that cannot be loaded or read as tagged sentences; the message is for the user."""
+
+
+@dataclass
+class TaggedSentences:
+    """Word lists and their tag names, as the evaluation and calibration see them."""
+
+    tokens: list[list[str]]
+    tags: list[list[str]]
+    label_names: list[str]
+    source: str
+    split: str
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of exactly the rows used, stable across machines and library versions."""
+        digest = hashlib.sha256()
+        for words, tags in zip(self.tokens, self.tags, strict=True):
+            digest.update(json.dumps([words, tags], ensure_ascii=False).encode("utf-8"))
+            digest.update(b"\n")
+        return digest.hexdigest()[:16]
+
+    def take(self, indices: Sequence[int]) -> TaggedSentences:
+        return TaggedSentences(
+            tokens=[self.tokens[i] for i in indices],
+            tags=[self.tags[i] for i in indices],
+            label_names=self.label_names,
+            source=self.source,
+            split=self.split,
+        )
+
+
+def read_conll(path: Path) -> dict[str, list[list[str]]]:
+    """Parse CoNLL-2003 column text: one token per line, the tag in the last column."""
+    columns: dict[str, list[list[str]]] = {"tokens": [], "pos_tags": [], "chunk_tags": [], "ner_tags": []}
+    sentence: list[list[str]] = []
+
+    def flush() -> None:
+        if sentence:
+            columns["tokens"].append([row[0] for row in sentence])
+            columns["ner_tags"].append([row[-1] for row in sentence])
+            columns["pos_tags"].append([row[1] if len(row) >= 4 else "" for row in sentence])
+            columns["chunk_tags"].append([row[2] if len(row) >= 4 else "" for row in sentence])
+            sentence.clear()
+
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            line = line.strip()
+            if not line or line.startswith("-DOCSTART-"):
+                flush()
+                continue
+            parts = line.split()
+            if len(parts) < 2:
+                raise DataError(
+                    f"{path}:{number}: a CoNLL line needs a token and a tag separated by white space, got {line!r}."
+                )
+            sentence.append(parts)
+    flush()
+    return columns
+
+
+def _local_split_file(folder: Path, split: str) -> Path | None:
+    for suffix in CONLL_SUFFIXES + JSON_SUFFIXES + PARQUET_SUFFIXES:
+        candidate = folder / f"{split}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _is_saved_dataset(folder: Path) -> bool:
+    return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
+
+
+def _load_rows(cfg: DatasetConfig, split: str) -> tuple[Any, str]:
+    """Return (columns or a datasets.Dataset, a description of the source)."""
+    path = Path(cfg.path).expanduser()
+    if path.exists():
+        if path.is_dir() and _is_saved_dataset(path):
+            from datasets import DatasetDict, load_from_disk
+
+            saved = load_from_disk(str(path))
+            if isinstance(saved, DatasetDict):
+                if split not in saved:
+                    raise DataError(
+                        f"`dataset.path` {cfg.path!r} holds the splits {sorted(saved)}; split {split!r} is not one of them."
+                    )
+                return saved[split], f"{path} (save_to_disk)"
+            return saved, f"{path} (save_to_disk)"
+        file = _local_split_file(path, split) if path.is_dir() else path
+        if file is None:
+            raise DataError(
+                f"`dataset.path` {cfg.path!r} is a folder without a file for split {split!r}; "
+                f"expected {split}.txt/.conll (CoNLL-2003 columns), {split}.jsonl or {split}.parquet, "
+                "or a folder written by datasets' save_to_disk."
+            )
+        if file.suffix in CONLL_SUFFIXES:
+            return read_conll(file), str(file)
+        from datasets import load_dataset
+
+        builder = "json" if file.suffix in JSON_SUFFIXES else "parquet" if file.suffix in PARQUET_SUFFIXES else None
+        if builder is None:
+            raise DataError(
+                f"`dataset.path` {cfg.path!r}: cannot tell the format of {file.name}; use CoNLL text "
+                f"({', '.join(CONLL_SUFFIXES)}), JSON lines (.jsonl) or Parquet (.parquet)."
+            )
+        return load_dataset(builder, data_files=str(file), split="train"), str(file)
+    from datasets import load_dataset
+
+    try:
+        rows = load_dataset(cfg.path, cfg.name, split=split, revision=cfg.revision)
+    except Exception as error:
+        raise DataError(
+            f"Could not load dataset {cfg.path!r} (name={cfg.name!r}, split={split!r}) from the Hugging Face Hub: "
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}. "
+            "Without network access, point `dataset.path` at local data instead: a folder written by "
+            "datasets' save_to_disk, a CoNLL-2003 column text file, a .jsonl or .parquet file, or a folder "
+            "holding <split>.txt / <split>.jsonl / <split>.parquet files."
+        ) from error
+    return rows, f"hub:{cfg.path}" + (f"/{cfg.name}" if cfg.name else "")
+
+
+def _tag_names_from_feature(feature: Any) -> list[str] | None:
+    inner = getattr(feature, "feature", None)
+    if inner is None and isinstance(feature, list) and feature:
+        inner = feature[0]
+    names = getattr(inner, "names", None)
+    return list(names) if names else None
+
+
+def load_split(cfg: DatasetConfig, split: str, limit: int | None = None) -> TaggedSentences:
+    """One split as tagged sentences, its first ``limit`` rows when a limit is given."""
+    rows, source = _load_rows(cfg, split)
+    token_col, tag_col = cfg.tokens_column, cfg.tags_column
+    if isinstance(rows, dict):
+        column_names = list(rows)
+        tokens, raw_tags, names = rows.get(token_col), rows.get(tag_col), None
+    else:
+        column_names = list(rows.column_names)
+        if limit is not None:
+            rows = rows.select(range(min(limit, len(rows))))
+        tokens = rows[token_col] if token_col in column_names else None
+        raw_tags = rows[tag_col] if tag_col in column_names else None
+        names = _tag_names_from_feature(rows.features.get(tag_col)) if tag_col in column_names else None
+    for key, col, value in (("dataset.data_keys.primary", token_col, tokens), ("dataset.ref_keys", tag_col, raw_tags)):
+        if value is None:
+            raise DataError(f"`{key}` names the column {col!r}, which {source} does not have; its columns are {column_names}.")
+    assert tokens is not None and raw_tags is not None
+    if limit is not None:
+        tokens, raw_tags = tokens[:limit], raw_tags[:limit]
+    tags: list[list[str]]
+    if names is not None:
+        tags = [[names[int(t)] for t in row] for row in raw_tags]
+    elif raw_tags and raw_tags[0] and not isinstance(raw_tags[0][0], str):
+        raise DataError(
+            f"The tag column {tag_col!r} of {source} holds integers without label names; "
+            "save the dataset with a Sequence(ClassLabel) feature or store the tag names as strings."
+        )
+    else:
+        tags = [list(row) for row in raw_tags]
+        seen: dict[str, None] = {}
+        for row in tags:
+            seen.update(dict.fromkeys(row))
+        names = list(seen)
+    for index, (words, row_tags) in enumerate(zip(tokens, tags, strict=True)):
+        if len(words) != len(row_tags):
+            raise DataError(f"Row {index} of {source} has {len(words)} tokens but {len(row_tags)} tags.")
+    if not tokens:
+        raise DataError(f"Split {split!r} of {source} is empty.")
+    return TaggedSentences(tokens=[list(w) for w in tokens], tags=tags, label_names=list(names), source=source, split=split)
+
+
+def sample_rows(data: TaggedSentences, count: int, seed: int) -> TaggedSentences:
+    """``count`` rows drawn without replacement by a seeded shuffle (all rows if fewer)."""
+    order = np.random.default_rng(seed).permutation(len(data))[: min(count, len(data))]
+    return data.take([int(i) for i in order])
+
+
+@dataclass
+class EncodedSentence:
+    """One sentence's model inputs and, per sub-token, the index of its word (None for specials)."""
+
+    input_ids: list[int]
+    token_type_ids: list[int] | None
+    word_ids: list[int | None]
+    num_words: int
+    truncated: bool = False
+
+
+@dataclass
+class EncodedBatch:
+    indices: list[int]
+    inputs: dict[str, np.ndarray]
+    word_ids: list[list[int | None]] = field(default_factory=list)
+
+
+def encode_sentences(
+    tokenizer: PreTrainedTokenizerBase, sentences: Sequence[Sequence[str]], max_length: int
+) -> list[EncodedSentence]:
+    if not getattr(tokenizer, "is_fast", False):
+        raise DataError(
+            "Token classification needs a fast (Rust) tokenizer to map sub-tokens back to words; "
+            f"{type(tokenizer).__name__} is not one."
+        )
+    encoding = tokenizer(
+        [list(s) for s in sentences], is_split_into_words=True, truncation=True, max_length=max_length
+    )
+    encoded: list[EncodedSentence] = []
+    for i, words in enumerate(sentences):
+        word_ids = encoding.word_ids(i)
+        covered = max((w for w in word_ids if w is not None), default=-1) + 1
+        encoded.append(
+            EncodedSentence(
+                input_ids=list(encoding["input_ids"][i]),
+                token_type_ids=list(encoding["token_type_ids"][i]) if "token_type_ids" in encoding else None,
+                word_ids=word_ids,
+                num_words=len(words),
+                truncated=covered < len(words),
+            )
+        )
+    return encoded
+
+
+def length_sorted_batches(
+    encoded: Sequence[EncodedSentence], batch_size: int, pad_token_id: int, input_names: Sequence[str]
+) -> Iterator[EncodedBatch]:
+    """Batches of similar length, each padded only to its own longest row."""
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+    for start in range(0, len(order), batch_size):
+        indices = order[start : start + batch_size]
+        width = max(len(encoded[i].input_ids) for i in indices)
+        ids = np.full((len(indices), width), pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(indices), width), dtype=np.int64)
+        types = np.zeros((len(indices), width), dtype=np.int64)
+        for row, i in enumerate(indices):
+            n = len(encoded[i].input_ids)
+            ids[row, :n] = encoded[i].input_ids
+            mask[row, :n] = 1
+            if encoded[i].token_type_ids is not None:
+                types[row, :n] = encoded[i].token_type_ids
+        available = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        yield EncodedBatch(
+            indices=indices,
+            inputs={name: available[name] for name in input_names},
+            word_ids=[encoded[i].word_ids for i in indices],
+        )

@@ -1,0 +1,192 @@
+"""The ``results.json`` of one job: typed records that serialise themselves.
+
+The schema is documented in the README ("Results schema"); bump ``SCHEMA_VERSION`` when
+a field changes meaning. Files are written atomically: a crash leaves either the old
+file or none, never half of one, and a job's ``results.json`` exists only once the job
+has finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+RESULTS_FILE = "results.json"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class EntityScores:
+    precision: float
+    recall: float
+    f1: float
+    number: int
+
+
+@dataclass
+class EvaluationResult:
+    """seqeval scores of one model on the evaluation split (word level, first sub-token)."""
+
+    precision: float
+    recall: float
+    f1: float
+    accuracy: float
+    per_entity: dict[str, EntityScores]
+    num_samples: int
+    # sentences longer than the model's maximum length; their cut-off words count as "O"
+    num_truncated: int
+    seconds: float
+
+
+@dataclass
+class LatencyStats:
+    """One model at one shape; latencies in milliseconds per forward pass."""
+
+    mean_ms: float
+    std_ms: float
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    forward_passes: int
+    seconds: float
+    # samples (sequences) per second: forward passes per second times batch size
+    throughput_samples_per_s: float
+    forward_passes_per_s: float
+
+
+@dataclass
+class ShapeTiming:
+    batch_size: int
+    input_length: int
+    original: LatencyStats
+    quantized: LatencyStats
+    # original mean latency / quantized mean latency over the whole shape
+    speedup: float
+    # the same ratio per alternating window, to show its spread
+    window_speedups: list[float]
+
+
+@dataclass
+class TimingResult:
+    duration_s: float
+    windows: int
+    warmup: int
+    intra_op_threads: int
+    inter_op_threads: int
+    execution_mode: str
+    graph_optimization_level: str
+    input_description: str
+    shapes: list[ShapeTiming]
+
+
+@dataclass
+class GraphFacts:
+    """What quantization did to the graph."""
+
+    operators_to_quantize: list[str]
+    nodes_quantized_by_op_type: dict[str, int]
+    nodes_quantized: int
+    candidate_nodes: int
+    nodes_excluded: list[str]
+    nodes_excluded_by_pattern: dict[str, list[str]]
+    original_size_mb: float
+    quantized_size_mb: float
+    nothing_quantized: bool
+    note: str
+
+
+@dataclass
+class QuantizationFacts:
+    """The quantizer settings that were really used (after the instruction-set preset)."""
+
+    approach: str
+    format: str
+    mode: str
+    activations_dtype: str
+    weights_dtype: str
+    per_channel: bool
+    reduce_range: bool
+    instruction_set: str
+    instruction_set_detected: bool
+    calibration_method: str | None
+    calibration_samples: int | None
+
+
+@dataclass
+class ExportFacts:
+    opset: int
+    optimization_level: int
+    optimization_applied: str
+    attention_implementation: str
+    model_type: str
+    seconds: float
+
+
+@dataclass
+class Environment:
+    cpu_model: str
+    cpu_flags: list[str]
+    physical_cores: int
+    logical_cores: int
+    platform: str
+    python: str
+    packages: dict[str, str]
+    git_commit: str | None
+    hostname: str
+
+
+@dataclass
+class JobResults:
+    config: dict[str, Any]
+    choices: dict[str, str]
+    environment: Environment
+    export: ExportFacts
+    quantization: QuantizationFacts
+    graph: GraphFacts
+    original: EvaluationResult
+    quantized: EvaluationResult
+    timing: TimingResult
+    wall_seconds: float
+    schema_version: int = SCHEMA_VERSION
+    dataset: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def metric_deltas(self) -> dict[str, float]:
+        return {
+            name: getattr(self.quantized, name) - getattr(self.original, name)
+            for name in ("precision", "recall", "f1", "accuracy")
+        }
+
+    def write(self, job_dir: Path) -> Path:
+        path = job_dir / RESULTS_FILE
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+        return path
+
+
+def read_results(job_dir: Path) -> dict[str, Any]:
+    """The raw ``results.json`` of a finished job."""
+    with (job_dir / RESULTS_FILE).open(encoding="utf-8") as handle:
+        data: dict[str, Any] = json.load(handle)
+    return data

@@ -1,0 +1,108 @@
+"""Tiny, offline stand-ins for a Hub model and CoNLL-2003: random weights, small vocabulary."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
+
+PERSONS = [["anna", "berg"], ["tom", "miller"], ["li", "wei"], ["omar"], ["sara", "lund"]]
+ORGS = [["acme", "corp"], ["union", "bank"], ["red", "cross"], ["nordic", "rail", "group"]]
+LOCS = [["berlin"], ["new", "york"], ["oslo"], ["cape", "town"], ["lima"]]
+MISCS = [["german"], ["olympic", "games"], ["euro"]]
+FILLERS = ["the", "a", "said", "met", "in", "on", "visited", "from", "with", "and", "today", "report", "."]
+
+# Words the tokenizer splits into sub-tokens, so first-sub-token alignment is exercised.
+SPLIT_WORDS = {"berlin": ["ber", "##lin"], "miller": ["mill", "##er"], "nordic": ["nor", "##dic"]}
+
+
+def vocabulary() -> list[str]:
+    words: set[str] = set(FILLERS)
+    for group in (PERSONS, ORGS, LOCS, MISCS):
+        for entity in group:
+            words.update(entity)
+    pieces: set[str] = set()
+    for word in list(words):
+        if word in SPLIT_WORDS:
+            words.discard(word)
+            pieces.update(SPLIT_WORDS[word])
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    return specials + sorted(words | pieces)
+
+
+def sentences(count: int, seed: int) -> list[tuple[list[str], list[str]]]:
+    rng = random.Random(seed)
+    out: list[tuple[list[str], list[str]]] = []
+    for _ in range(count):
+        tokens: list[str] = []
+        tags: list[str] = []
+        for _ in range(rng.randint(1, 3)):
+            tokens.extend(rng.sample(FILLERS, rng.randint(1, 3)))
+            tags.extend(["O"] * (len(tokens) - len(tags)))
+            kind, group = rng.choice([("PER", PERSONS), ("ORG", ORGS), ("LOC", LOCS), ("MISC", MISCS)])
+            entity = rng.choice(group)
+            tokens.extend(w.capitalize() if rng.random() < 0.5 else w for w in entity)
+            tags.extend([f"B-{kind}"] + [f"I-{kind}"] * (len(entity) - 1))
+        tokens.append(".")
+        tags.append("O")
+        out.append((tokens, tags))
+    return out
+
+
+def write_conll(path: Path, rows: list[tuple[list[str], list[str]]]) -> Path:
+    lines = ["-DOCSTART- -X- -X- O", ""]
+    for tokens, tags in rows:
+        lines.extend(f"{token} NN I-NP {tag}" for token, tag in zip(tokens, tags, strict=True))
+        lines.append("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_dataset(folder: Path, train: int = 40, validation: int = 24) -> Path:
+    write_conll(folder / "train.txt", sentences(train, seed=1))
+    write_conll(folder / "validation.txt", sentences(validation, seed=2))
+    return folder
+
+
+def write_model(folder: Path, arch: str = "distilbert", seed: int = 0) -> Path:
+    """A randomly initialised token-classification model with a real fast tokenizer."""
+    import torch
+    from transformers import (
+        BertConfig,
+        BertForTokenClassification,
+        BertTokenizerFast,
+        DistilBertConfig,
+        DistilBertForTokenClassification,
+        DistilBertTokenizerFast,
+    )
+
+    torch.manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = vocabulary()
+    vocab_file = folder / "vocab.txt"
+    vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    common = {
+        "vocab_size": len(vocab),
+        "max_position_embeddings": 256,
+        "id2label": dict(enumerate(LABELS)),
+        "label2id": {label: i for i, label in enumerate(LABELS)},
+    }
+    model: torch.nn.Module
+    if arch == "distilbert":
+        model = DistilBertForTokenClassification(
+            DistilBertConfig(dim=32, hidden_dim=64, n_layers=2, n_heads=2, **common)
+        )
+        tokenizer = DistilBertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    elif arch == "bert":
+        model = BertForTokenClassification(
+            BertConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, **common)
+        )
+        tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    else:
+        raise ValueError(arch)
+    model.save_pretrained(folder)  # type: ignore[operator]
+    tokenizer.model_max_length = 256
+    tokenizer.save_pretrained(folder)
+    return folder
