@@ -8,6 +8,7 @@ errors answer quickly; the heavy libraries load when a job really runs.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import sys
@@ -28,13 +29,15 @@ GROUPS = ("quantization", "operators", "exclusion", "calibration")
 _UNNAMED_KEYS = ("experiment", "force")
 
 
-def job_name(overrides: Any) -> str:
-    """A folder name from the job's overrides: group choices first, then other keys.
+def job_name(overrides: Any, choices: Any = None) -> str:
+    """A folder and run name from the job's group choices, e.g. ``static-add_matmul-sensitive``.
 
-    ``quantization=static operators=add_matmul exclusion=sensitive`` gives
-    ``static-add_matmul-sensitive``; other overrides follow as ``key=value``.
+    The calibration choice joins the name when it was overridden. Other overrides
+    (model, data, benchmark keys) add a short hash, so that jobs of a sweep over them
+    never share a folder while their names stay readable.
     """
-    groups: dict[str, str] = {}
+    chosen = {str(k): str(v) for k, v in dict(choices or {}).items()}
+    overridden: dict[str, str] = {}
     others: list[str] = []
     for override in list(overrides or []):
         key, _, value = str(override).partition("=")
@@ -42,11 +45,16 @@ def job_name(overrides: Any) -> str:
         if key in _UNNAMED_KEYS or key.startswith("hydra"):
             continue
         if key in GROUPS:
-            groups[key] = value
+            overridden[key] = value
         else:
             others.append(f"{key}={value}")
-    parts = [groups[g] for g in GROUPS if g in groups] + sorted(others)
-    name = "-".join(parts) or "default"
+    named = ("quantization", "operators", "exclusion")
+    parts = [overridden.get(g) or chosen.get(g) or "" for g in named]
+    if "calibration" in overridden:
+        parts.append(overridden["calibration"])
+    name = "-".join(p for p in parts if p) or "default"
+    if others:
+        name += "-" + hashlib.sha256("\n".join(sorted(others)).encode()).hexdigest()[:8]
     return re.sub(r"[^A-Za-z0-9._=,+-]+", "_", name)[:200]
 
 
@@ -91,6 +99,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     choices = {g: str(hydra_cfg.runtime.choices.get(g)) for g in GROUPS if hydra_cfg.runtime.choices.get(g)}
     try:
         run_config = to_run_config(cfg)
+        if not run_config.is_static:
+            choices.pop("calibration", None)  # calibration plays no part in dynamic quantization
         from quantsweep.job import run_job
 
         config_dict = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)

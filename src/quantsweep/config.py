@@ -176,7 +176,8 @@ class DatasetConfig:
 
 @dataclass
 class FrameworkArgs:
-    opset: int = 11
+    # null: the exporter's default opset for the architecture
+    opset: int | None = 11
     # 0: export as is; 1: ONNX Runtime's basic graph optimizations (constant folding,
     # redundant-node elimination), saved offline. Higher levels fuse into contrib ops
     # that the quantizer cannot type-check, so they are refused rather than ignored.
@@ -269,7 +270,8 @@ class RunConfig:
             )
         if self.eval_batch_size <= 0:
             raise _fail("eval_batch_size", self.eval_batch_size, "it must be a positive integer.")
-        check_opset(self.framework_args.opset)
+        if self.framework_args.opset is not None:
+            check_opset(self.framework_args.opset)
 
     @property
     def is_static(self) -> bool:

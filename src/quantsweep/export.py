@@ -82,15 +82,15 @@ class ExportedModel:
 
 
 def export_model(
-    model_name_or_path: str, revision: str | None, task: str, opset: int, optimization_level: int, out_dir: Path
+    model_name_or_path: str, revision: str | None, task: str, opset: int | None, optimization_level: int, out_dir: Path
 ) -> ExportedModel:
-    """Export to ``out_dir/model.onnx`` at ``opset`` and optimize it at ``optimization_level``."""
+    """Export to ``out_dir/model.onnx`` at ``opset`` (None: the exporter's default) and optimize it."""
     import onnx
     from optimum.exporters.onnx import onnx_export_from_model
     from transformers import AutoModelForTokenClassification
 
     start = time.perf_counter()
-    attention = "eager" if opset < SDPA_MIN_OPSET else "sdpa"
+    attention = "eager" if opset is not None and opset < SDPA_MIN_OPSET else "sdpa"
     try:
         model = AutoModelForTokenClassification.from_pretrained(
             model_name_or_path, revision=revision, attn_implementation=attention
@@ -121,8 +121,9 @@ def export_model(
     initializers = {init.name for init in graph.graph.initializer}
     input_names = [i.name for i in graph.graph.input if i.name not in initializers]
     max_length = int(getattr(model.config, "max_position_embeddings", 512) or 512)
+    written_opset = next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
     facts = ExportFacts(
-        opset=opset,
+        opset=int(written_opset),
         optimization_level=optimization_level,
         optimization_applied=applied,
         attention_implementation=attention,

@@ -50,7 +50,7 @@ def execute(cfg: RunConfig, job_dir: Path, config_dict: dict[str, Any], choices:
     from quantsweep.exclusion import resolve_exclusions
     from quantsweep.export import export_model, load_model_config, load_tokenizer
     from quantsweep.quantize import (
-        CalibrationReader,
+        CalibrationBatches,
         QuantizationRequest,
         build_quantization_config,
         calibrate,
@@ -89,7 +89,7 @@ def execute(cfg: RunConfig, job_dir: Path, config_dict: dict[str, Any], choices:
                 cfg.calibration.num_calibration_samples, cfg.dataset.calibration_split, len(calibration_data),
             )
 
-    log.info("Exporting %s to ONNX (opset %d)", cfg.model_name_or_path, cfg.framework_args.opset)
+    log.info("Exporting %s to ONNX (opset %s)", cfg.model_name_or_path, cfg.framework_args.opset or "default")
     exported = export_model(
         cfg.model_name_or_path, cfg.revision, cfg.task, cfg.framework_args.opset,
         cfg.framework_args.optimization_level, job_dir,
@@ -116,19 +116,19 @@ def execute(cfg: RunConfig, job_dir: Path, config_dict: dict[str, Any], choices:
     ranges = None
     samples_used = None
     if calibration_data is not None:
-        reader = CalibrationReader(
+        batches = CalibrationBatches(
             encode_sentences(tokenizer, calibration_data.tokens, max_length),
             cfg.calibration.batch_size, pad_id, exported.input_names,
         )
         log.info("Calibrating (%s) on %d sentences", cfg.calibration.method.value, len(calibration_data))
         ranges = calibrate(
-            exported.onnx_path, reader, cfg.calibration, request.operators, symmetric=qconfig.activations_symmetric
+            exported.onnx_path, batches, cfg.calibration, request.operators, symmetric=qconfig.activations_symmetric
         )
-        samples_used = reader.samples_fed
+        samples_used = batches.samples_fed
     log.info("Quantizing: %s, instruction set %s", qconfig, isa)
     quantized_path = quantize_model(exported.onnx_path, job_dir, qconfig, ranges)
     facts = graph_facts(
-        exported.onnx_path, quantized_path, request.operators, excluded, exclusion.by_pattern, request.is_static and "static" or "dynamic"
+        exported.onnx_path, quantized_path, request.operators, excluded, exclusion.by_pattern, "static" if request.is_static else "dynamic"
     )
     (log.warning if facts.nothing_quantized else log.info)(facts.note)
 

@@ -63,8 +63,8 @@ def build_quantization_config(request: QuantizationRequest) -> tuple[OrtQuantiza
     return qconfig, isa, detected
 
 
-class CalibrationReader:
-    """ONNX Runtime CalibrationDataReader over length-sorted, minimally padded batches."""
+class CalibrationBatches:
+    """Length-sorted calibration batches, each padded only to its own longest row."""
 
     def __init__(
         self, encoded: Sequence[EncodedSentence], batch_size: int, pad_token_id: int, input_names: Sequence[str]
@@ -72,18 +72,33 @@ class CalibrationReader:
         self._batches: Iterator[Any] = length_sorted_batches(encoded, batch_size, pad_token_id, input_names)
         self.samples_fed = 0
 
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        for batch in self._batches:
+            self.samples_fed += len(batch.indices)
+            yield batch.inputs
+
+
+class _OneBatch:
+    """An ONNX Runtime CalibrationDataReader that yields a single batch."""
+
+    def __init__(self, inputs: dict[str, np.ndarray]) -> None:
+        self._inputs: dict[str, np.ndarray] | None = inputs
+
     def get_next(self) -> dict[str, np.ndarray] | None:
-        batch = next(self._batches, None)
-        if batch is None:
-            return None
-        self.samples_fed += len(batch.indices)
-        return batch.inputs
+        inputs, self._inputs = self._inputs, None
+        return inputs
 
 
 def calibrate(
-    model_path: Path, reader: CalibrationReader, calibration: CalibrationConfig, operators: list[str], symmetric: bool
+    model_path: Path, batches: CalibrationBatches, calibration: CalibrationConfig, operators: list[str], symmetric: bool
 ) -> Any:
-    """Activation ranges of ``model_path`` over everything ``reader`` yields."""
+    """Activation ranges of ``model_path`` over every batch, accumulated batch by batch.
+
+    ONNX Runtime's calibrators stack everything one ``collect_data`` call saw into one
+    array, which fails for batches of different lengths and holds every intermediate
+    tensor in memory; one call per batch keeps real lengths and bounded memory, while
+    the calibrator merges ranges (min/max) or histograms across calls.
+    """
     from onnxruntime.quantization.calibrate import CalibrationMethod as OrtMethod
     from onnxruntime.quantization.calibrate import create_calibrator
 
@@ -94,13 +109,9 @@ def calibrate(
     }[calibration.method]
     options: dict[str, Any] = {"symmetric": symmetric}
     if calibration.method is CalibrationMethod.minmax:
-        # Reduce to running min/max every few batches instead of holding every
-        # intermediate tensor of every sample until the end.
-        options.update(
-            moving_average=calibration.moving_average,
-            averaging_constant=calibration.averaging_constant,
-            max_intermediate_outputs=4,
-        )
+        # ONNX Runtime's `max_intermediate_outputs` is not used: in onnxruntime 1.32 it
+        # clears collected batches without merging them.
+        options.update(moving_average=calibration.moving_average, averaging_constant=calibration.averaging_constant)
     elif calibration.method is CalibrationMethod.percentile:
         options.update(num_bins=calibration.num_bins, percentile=calibration.percentile)
     else:
@@ -114,7 +125,10 @@ def calibrate(
             extra_options=options,
             providers=["CPUExecutionProvider"],
         )
-        calibrator.collect_data(reader)
+        for inputs in batches:
+            calibrator.collect_data(_OneBatch(inputs))
+        if batches.samples_fed == 0:
+            raise ValueError("Calibration received no samples.")
         return calibrator.compute_data()
 
 
@@ -151,20 +165,26 @@ def quantization_facts(
     )
 
 
-def quantized_node_names(original: onnx.ModelProto, quantized: onnx.ModelProto, operators: Sequence[str]) -> dict[str, str]:
+def quantized_node_names(
+    original: onnx.ModelProto, quantized: onnx.ModelProto, operators: Sequence[str], excluded: Sequence[str] = ()
+) -> dict[str, str]:
     """Nodes of ``original`` (of the given op types) that run quantized in ``quantized``: name -> op type.
 
-    A node counts when the quantizer replaced it by an integer op (its name is gone:
-    MatMul -> MatMulInteger) or when its inputs now come from DequantizeLinear (QDQ).
+    A node counts when the quantizer replaced it by an integer op (its name is gone, as
+    MatMul -> MatMulInteger) or when every one of its inputs now comes from a
+    DequantizeLinear (QDQ). Excluded nodes never count: in QDQ graphs they may still read
+    dequantized tensors that quantized neighbours share, but they compute in fp32.
     """
     producers = {out: node.op_type for node in quantized.graph.node for out in node.output}
     by_name = {node.name: node for node in quantized.graph.node}
+    skip = set(excluded)
     result: dict[str, str] = {}
     for node in original.graph.node:
-        if node.op_type not in operators:
+        if node.op_type not in operators or node.name in skip:
             continue
         twin = by_name.get(node.name)
-        if twin is None or any(producers.get(name) == "DequantizeLinear" for name in twin.input):
+        inputs = [name for name in twin.input if name] if twin is not None else []
+        if twin is None or (inputs and all(producers.get(name) == "DequantizeLinear" for name in inputs)):
             result[node.name] = node.op_type
     return result
 
@@ -181,7 +201,7 @@ def graph_facts(
 
     original = onnx.load(str(original_path))
     quantized = onnx.load(str(quantized_path))
-    names = quantized_node_names(original, quantized, operators)
+    names = quantized_node_names(original, quantized, operators, excluded)
     by_type = Counter(names.values())
     candidates = sum(1 for node in original.graph.node if node.op_type in operators)
     nothing = not names

@@ -1,0 +1,73 @@
+"""Loading tagged sentences from every supported source, and the offline Hub error."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import tiny
+
+from quantsweep.config import DatasetConfig
+from quantsweep.data import DataError, load_split, read_conll, sample_rows
+
+
+def test_conll_columns_and_docstart(conll_dir):
+    columns = read_conll(conll_dir / "train.txt")
+    assert len(columns["tokens"]) == 40
+    assert all(len(t) == len(n) for t, n in zip(columns["tokens"], columns["ner_tags"], strict=True))
+    assert "-DOCSTART-" not in {t for sentence in columns["tokens"] for t in sentence}
+
+
+def test_folder_of_split_files(conll_dir):
+    data = load_split(DatasetConfig(path=str(conll_dir)), "validation", limit=5)
+    expected = tiny.sentences(24, seed=2)[:5]
+    assert data.tokens == [t for t, _ in expected]
+    assert data.tags == [g for _, g in expected]
+    assert set(data.label_names) <= set(tiny.LABELS)
+
+
+def test_jsonl_parquet_and_save_to_disk_agree(tmp_path, conll_dir):
+    import datasets
+
+    rows = tiny.sentences(12, seed=5)
+    jsonl = tmp_path / "validation.jsonl"
+    jsonl.write_text("".join(json.dumps({"tokens": t, "ner_tags": g}) + "\n" for t, g in rows))
+    features = datasets.Features(
+        {"tokens": datasets.Sequence(datasets.Value("string")), "ner_tags": datasets.Sequence(datasets.ClassLabel(names=tiny.LABELS))}
+    )
+    ds = datasets.Dataset.from_dict(
+        {"tokens": [t for t, _ in rows], "ner_tags": [[tiny.LABELS.index(x) for x in g] for _, g in rows]}, features=features
+    )
+    ds.to_parquet(str(tmp_path / "v.parquet"))
+    datasets.DatasetDict({"validation": ds}).save_to_disk(str(tmp_path / "saved"))
+
+    from_jsonl = load_split(DatasetConfig(path=str(tmp_path)), "validation")
+    from_parquet = load_split(DatasetConfig(path=str(tmp_path / "v.parquet")), "validation")
+    from_disk = load_split(DatasetConfig(path=str(tmp_path / "saved")), "validation")
+    assert from_jsonl.tags == from_parquet.tags == from_disk.tags == [g for _, g in rows]
+    assert from_disk.label_names == tiny.LABELS  # names come from the ClassLabel feature
+    assert from_jsonl.fingerprint == from_parquet.fingerprint == from_disk.fingerprint
+
+
+def test_missing_column_names_the_key(conll_dir):
+    with pytest.raises(DataError, match=r"`dataset.ref_keys` names the column 'labels'"):
+        load_split(DatasetConfig(path=str(conll_dir), ref_keys=["labels"]), "validation")
+
+
+def test_missing_split_file(conll_dir):
+    with pytest.raises(DataError, match="without a file for split 'test'"):
+        load_split(DatasetConfig(path=str(conll_dir)), "test")
+
+
+def test_hub_dataset_offline_names_the_local_alternatives():
+    with pytest.raises(DataError, match="save_to_disk") as error:
+        load_split(DatasetConfig(path="conll2003"), "validation")
+    assert "CoNLL-2003 column text" in str(error.value)
+
+
+def test_sampling_is_seeded_and_without_replacement(conll_dir):
+    data = load_split(DatasetConfig(path=str(conll_dir)), "train")
+    a, b = sample_rows(data, 10, seed=3), sample_rows(data, 10, seed=3)
+    assert a.tokens == b.tokens and len(a) == 10
+    assert sample_rows(data, 10, seed=4).tokens != a.tokens
+    assert len(sample_rows(data, 1000, seed=3)) == len(data)
