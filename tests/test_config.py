@@ -43,8 +43,18 @@ def test_defaults_reproduce_the_seed_cards_fixed_parameters():
     ("overrides", "approach", "operators", "nodes"),
     [
         (["quantization=static", "operators=add_matmul"], Approach.static, ["Add", "MatMul"], []),
-        (["operators=add", "exclusion=sensitive"], Approach.dynamic, ["Add"], ["layernorm", "gelu", "residual", "gather", "softmax"]),
-        (["exclusion.nodes=[layernorm,/classifier/MatMul]"], Approach.dynamic, ["Add", "MatMul"], ["layernorm", "/classifier/MatMul"]),
+        (
+            ["operators=add", "exclusion=sensitive"],
+            Approach.dynamic,
+            ["Add"],
+            ["layernorm", "gelu", "residual", "gather", "softmax"],
+        ),
+        (
+            ["exclusion.nodes=[layernorm,/classifier/MatMul]"],
+            Approach.dynamic,
+            ["Add", "MatMul"],
+            ["layernorm", "/classifier/MatMul"],
+        ),
     ],
 )
 def test_group_overrides(overrides, approach, operators, nodes):
@@ -65,7 +75,11 @@ def test_experiment_seed_card_declares_the_eight_job_sweep():
     with initialize_config_module(config_module="quantsweep.conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=["+experiment=seed_card"], return_hydra_config=True)
     params = OmegaConf.to_container(cfg.hydra.sweeper.params)
-    assert params == {"quantization": "dynamic,static", "operators": "add,add_matmul", "exclusion": "none,sensitive"}
+    assert params == {
+        "quantization": "dynamic,static",
+        "operators": "add,add_matmul",
+        "exclusion": "none,sensitive",
+    }
 
 
 def test_typo_in_a_key_fails_at_composition():
@@ -74,7 +88,7 @@ def test_typo_in_a_key_fails_at_composition():
 
 
 def test_wrong_type_fails_at_composition():
-    with pytest.raises(Exception, match="benchmark.duration"):
+    with pytest.raises(Exception, match=r"benchmark\.duration"):
         composed("benchmark.duration=fast")
 
 
@@ -86,7 +100,11 @@ def test_unknown_group_option_fails():
 @pytest.mark.parametrize(
     ("overrides", "key", "fragment"),
     [
-        (["quantization=static", "dataset.calibration_split=null"], "dataset.calibration_split", "static quantization needs"),
+        (
+            ["quantization=static", "dataset.calibration_split=null"],
+            "dataset.calibration_split",
+            "static quantization needs",
+        ),
         (["aware_training=true"], "aware_training", "not supported"),
         (["framework_args.opset=99"], "framework_args.opset", "exporter writes opsets"),
         (["framework_args.opset=5"], "framework_args.opset", "exporter writes opsets"),
@@ -122,13 +140,20 @@ def test_run_config_is_plain_dataclasses():
 
 
 def test_job_names_come_from_group_choices():
-    choices = {"quantization": "dynamic", "operators": "add_matmul", "exclusion": "none", "calibration": "minmax"}
+    choices = {
+        "quantization": "dynamic",
+        "operators": "add_matmul",
+        "exclusion": "none",
+        "calibration": "minmax",
+    }
     assert job_name(["quantization=static", "exclusion=sensitive"], choices) == "static-add_matmul-sensitive"
     assert job_name(["+experiment=seed_card", "force=true"], choices) == "dynamic-add_matmul-none"
     with_data = job_name(["quantization=static", "dataset.path=/data/x"], choices)
     other_data = job_name(["quantization=static", "dataset.path=/data/y"], choices)
     assert with_data.startswith("static-add_matmul-none-") and with_data != other_data
-    assert job_name(["quantization=static", "calibration=entropy"], choices) == "static-add_matmul-none-entropy"
+    assert (
+        job_name(["quantization=static", "calibration=entropy"], choices) == "static-add_matmul-none-entropy"
+    )
 
 
 def test_help_lists_groups_and_imports_no_heavy_library():

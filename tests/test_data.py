@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import tiny
 
+from quantsweep import testing as tiny
 from quantsweep.config import DatasetConfig
 from quantsweep.data import DataError, load_split, read_conll, sample_rows
 
@@ -33,10 +33,14 @@ def test_jsonl_parquet_and_save_to_disk_agree(tmp_path, conll_dir):
     jsonl = tmp_path / "validation.jsonl"
     jsonl.write_text("".join(json.dumps({"tokens": t, "ner_tags": g}) + "\n" for t, g in rows))
     features = datasets.Features(
-        {"tokens": datasets.Sequence(datasets.Value("string")), "ner_tags": datasets.Sequence(datasets.ClassLabel(names=tiny.LABELS))}
+        {
+            "tokens": datasets.Sequence(datasets.Value("string")),
+            "ner_tags": datasets.Sequence(datasets.ClassLabel(names=tiny.LABELS)),
+        }
     )
     ds = datasets.Dataset.from_dict(
-        {"tokens": [t for t, _ in rows], "ner_tags": [[tiny.LABELS.index(x) for x in g] for _, g in rows]}, features=features
+        {"tokens": [t for t, _ in rows], "ner_tags": [[tiny.LABELS.index(x) for x in g] for _, g in rows]},
+        features=features,
     )
     ds.to_parquet(str(tmp_path / "v.parquet"))
     datasets.DatasetDict({"validation": ds}).save_to_disk(str(tmp_path / "saved"))

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import tiny
 from onnx import TensorProto, helper, numpy_helper
 from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
 from transformers import AutoTokenizer
 
-from quantsweep.data import encode_sentences, load_split
+from quantsweep import testing as tiny
 from quantsweep.config import DatasetConfig
+from quantsweep.data import encode_sentences, load_split
 from quantsweep.evaluate import LabelMismatchError, check_labels, evaluate_model, score
 from quantsweep.sessions import SessionSettings, create_session
 
@@ -125,7 +125,11 @@ def test_scores_equal_seqeval():
         assert values.f1 == pytest.approx(report[entity]["f1-score"])
         assert values.number == report[entity]["support"]
     # counted by hand: 3 of 6 predicted spans are right, 3 of 5 true spans found, 12 of 15 words right
-    assert (scores.precision, scores.recall, scores.accuracy) == (pytest.approx(3 / 6), pytest.approx(3 / 5), pytest.approx(12 / 15))
+    assert (scores.precision, scores.recall, scores.accuracy) == (
+        pytest.approx(3 / 6),
+        pytest.approx(3 / 5),
+        pytest.approx(12 / 15),
+    )
 
 
 def test_scores_equal_evaluate_seqeval_when_it_can_be_loaded():

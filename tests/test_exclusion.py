@@ -43,11 +43,20 @@ def test_opset_11_decomposed_patterns(exported, arch):
     resolved = resolve_exclusions(model, ALL).by_pattern
     # decomposed LayerNorm: ReduceMean, Sub, Pow, ReduceMean, Add, Sqrt, Div, Mul, Add
     assert op_types(model, resolved["layernorm"]) == Counter(
-        {"ReduceMean": 2 * LAYERNORMS, "Add": 2 * LAYERNORMS, "Sub": LAYERNORMS, "Pow": LAYERNORMS,
-         "Sqrt": LAYERNORMS, "Div": LAYERNORMS, "Mul": LAYERNORMS}
+        {
+            "ReduceMean": 2 * LAYERNORMS,
+            "Add": 2 * LAYERNORMS,
+            "Sub": LAYERNORMS,
+            "Pow": LAYERNORMS,
+            "Sqrt": LAYERNORMS,
+            "Div": LAYERNORMS,
+            "Mul": LAYERNORMS,
+        }
     )
     # decomposed GELU: Div, Erf, Add, Mul, Mul per layer
-    assert op_types(model, resolved["gelu"]) == Counter({"Div": LAYERS, "Erf": LAYERS, "Add": LAYERS, "Mul": 2 * LAYERS})
+    assert op_types(model, resolved["gelu"]) == Counter(
+        {"Div": LAYERS, "Erf": LAYERS, "Add": LAYERS, "Mul": 2 * LAYERS}
+    )
     # two skip connections per layer, plus BERT's second embedding Add (fed by an Add)
     residual = resolved["residual"]
     assert len([n for n in residual if "embeddings" not in n]) == 2 * LAYERS
@@ -69,7 +78,9 @@ def test_default_opset_single_node_layernorm(exported, arch):
     assert next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
     resolved = resolve_exclusions(model, ALL).by_pattern
     assert op_types(model, resolved["layernorm"]) == Counter({"LayerNormalization": LAYERNORMS})
-    assert op_types(model, resolved["gelu"]) == Counter({"Div": LAYERS, "Erf": LAYERS, "Add": LAYERS, "Mul": 2 * LAYERS})
+    assert op_types(model, resolved["gelu"]) == Counter(
+        {"Div": LAYERS, "Erf": LAYERS, "Add": LAYERS, "Mul": 2 * LAYERS}
+    )
     assert len([n for n in resolved["residual"] if "embeddings" not in n]) == 2 * LAYERS
     assert len(resolved["softmax"]) == LAYERS  # the traced SDPA adds its mask before Softmax
 
@@ -83,7 +94,9 @@ def test_opset_20_single_node_gelu(exported):
 
 def test_explicit_node_names_and_patterns_combine(exported):
     model = exported("bert", 11)
-    classifier = next(n.name for n in model.graph.node if n.name.startswith("/classifier/") and n.op_type == "MatMul")
+    classifier = next(
+        n.name for n in model.graph.node if n.name.startswith("/classifier/") and n.op_type == "MatMul"
+    )
     resolved = resolve_exclusions(model, ["gather", classifier])
     assert resolved.explicit == [classifier]
     assert classifier in resolved.node_names
@@ -92,7 +105,10 @@ def test_explicit_node_names_and_patterns_combine(exported):
 
 def test_unknown_node_name_is_a_clear_error(exported):
     model = exported("distilbert", 11)
-    with pytest.raises(ExclusionError, match=r"`exclusion.nodes` contains '/classifier/Matmul'.*Closest node names: /classifier/MatMul"):
+    with pytest.raises(
+        ExclusionError,
+        match=r"`exclusion.nodes` contains '/classifier/Matmul'.*Closest node names: /classifier/MatMul",
+    ):
         resolve_exclusions(model, ["/classifier/Matmul"])
 
 
@@ -107,4 +123,6 @@ def test_export_records_what_was_applied(distilbert_dir, tmp_path):
     ops_opt = Counter(n.op_type for n in onnx.load(str(eager.onnx_path)).graph.node)
     assert ops_plain["Constant"] > 0 and ops_opt["Constant"] == 0
     assert sum(ops_opt.values()) < sum(ops_plain.values())
-    assert [o.version for o in onnx.load(str(eager.onnx_path)).opset_import if o.domain in ("", "ai.onnx")] == [11]
+    assert [
+        o.version for o in onnx.load(str(eager.onnx_path)).opset_import if o.domain in ("", "ai.onnx")
+    ] == [11]

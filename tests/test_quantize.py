@@ -23,7 +23,9 @@ from quantsweep.quantize import (
 
 @pytest.fixture(scope="module")
 def fp32(distilbert_dir, tmp_path_factory):
-    return export_model(str(distilbert_dir), None, "token-classification", 11, 1, tmp_path_factory.mktemp("fp32"))
+    return export_model(
+        str(distilbert_dir), None, "token-classification", 11, 1, tmp_path_factory.mktemp("fp32")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -34,17 +36,26 @@ def calibration_inputs(distilbert_dir, conll_dir):
 
 
 def quantize(
-    fp32, tmp_path, static, operators, exclude=(), calibration_inputs=None, method=CalibrationMethod.minmax, batch_size=4
+    fp32,
+    tmp_path,
+    static,
+    operators,
+    exclude=(),
+    calibration_inputs=None,
+    method=CalibrationMethod.minmax,
+    batch_size=4,
 ):
     request = QuantizationRequest(static, list(operators), list(exclude), False, "auto", None)
-    qconfig, isa, _ = build_quantization_config(request)
+    qconfig, _, _ = build_quantization_config(request)
     ranges = None
     if static:
         encoded, pad = calibration_inputs
         batches = CalibrationBatches(encoded, batch_size, pad, fp32.input_names)
         # entropy's threshold search is quadratic in the bins: its group file sets 128, not 2048
         bins = 128 if method is CalibrationMethod.entropy else 2048
-        ranges = calibrate(fp32.onnx_path, batches, CalibrationConfig(method=method, num_bins=bins), list(operators), False)
+        ranges = calibrate(
+            fp32.onnx_path, batches, CalibrationConfig(method=method, num_bins=bins), list(operators), False
+        )
         assert batches.samples_fed == len(encoded)  # every sample, not a shard
     path = quantize_model(fp32.onnx_path, tmp_path, qconfig, ranges)
     return path, qconfig
@@ -73,8 +84,12 @@ def test_dynamic_matmul_becomes_integer_ops(fp32, tmp_path):
 
 
 @pytest.mark.parametrize("method", list(CalibrationMethod))
-def test_static_quantizes_add_and_matmul_with_every_calibration_method(fp32, tmp_path, calibration_inputs, method):
-    path, qconfig = quantize(fp32, tmp_path, True, ["Add", "MatMul"], calibration_inputs=calibration_inputs, method=method)
+def test_static_quantizes_add_and_matmul_with_every_calibration_method(
+    fp32, tmp_path, calibration_inputs, method
+):
+    path, qconfig = quantize(
+        fp32, tmp_path, True, ["Add", "MatMul"], calibration_inputs=calibration_inputs, method=method
+    )
     quantized = names(fp32, path, ["Add", "MatMul"])
     counts = {op: sum(1 for t in quantized.values() if t == op) for op in ("Add", "MatMul")}
     assert counts["Add"] > 0 and counts["MatMul"] > 0
@@ -85,7 +100,9 @@ def test_static_quantizes_add_and_matmul_with_every_calibration_method(fp32, tmp
 def test_exclusions_apply_to_both_approaches(fp32, tmp_path, calibration_inputs, static):
     graph = onnx.load(str(fp32.onnx_path))
     exclusion = resolve_exclusions(graph, ["layernorm", "residual"])
-    classifier = next(n.name for n in graph.graph.node if n.op_type == "MatMul" and n.name.startswith("/classifier"))
+    classifier = next(
+        n.name for n in graph.graph.node if n.op_type == "MatMul" and n.name.startswith("/classifier")
+    )
     excluded = [*exclusion.node_names, classifier]
     path, _ = quantize(fp32, tmp_path, static, ["Add", "MatMul"], excluded, calibration_inputs)
     quantized = names(fp32, path, ["Add", "MatMul"], excluded)
@@ -96,7 +113,14 @@ def test_exclusions_apply_to_both_approaches(fp32, tmp_path, calibration_inputs,
     assert by_name[classifier].op_type == "MatMul"
     producers = {o: n.op_type for n in by_name.values() for o in n.output}
     assert not all(producers.get(i) == "DequantizeLinear" for i in by_name[classifier].input)
-    facts = graph_facts(fp32.onnx_path, path, ["Add", "MatMul"], excluded, exclusion.by_pattern, "static" if static else "dynamic")
+    facts = graph_facts(
+        fp32.onnx_path,
+        path,
+        ["Add", "MatMul"],
+        excluded,
+        exclusion.by_pattern,
+        "static" if static else "dynamic",
+    )
     assert facts.nodes_excluded == excluded
     assert facts.quantized_size_mb > 0 and facts.original_size_mb > 0
 

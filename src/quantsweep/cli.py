@@ -79,7 +79,9 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
             raise cause from None
         raise ConfigError(f"Invalid configuration: {error}") from error
     if not isinstance(run_config, RunConfig):
-        raise ConfigError(f"Invalid configuration: expected the RunConfig schema, got {type(run_config).__name__}.")
+        raise ConfigError(
+            f"Invalid configuration: expected the RunConfig schema, got {type(run_config).__name__}."
+        )
     return run_config
 
 

@@ -19,11 +19,42 @@ from typing import Any
 # ops, QLinear ops or QDQ). Which of them a given approach really quantizes is recorded
 # per run from the graph; this list only catches typos early.
 KNOWN_QUANTIZABLE_OPERATORS: tuple[str, ...] = (
-    "Add", "ArgMax", "Attention", "AveragePool", "BatchNormalization", "Clip", "Concat", "Conv",
-    "ConvTranspose", "CumSum", "EmbedLayerNormalization", "Flatten", "Gather", "GatherElements", "Gemm",
-    "GlobalAveragePool", "InstanceNormalization", "LayerNormalization", "LeakyRelu", "LSTM", "MatMul",
-    "MaxPool", "Mul", "Pad", "Relu", "Reshape", "Resize", "Sigmoid", "Slice", "Softmax", "Split",
-    "Squeeze", "TopK", "Transpose", "Unsqueeze", "Where",
+    "Add",
+    "ArgMax",
+    "Attention",
+    "AveragePool",
+    "BatchNormalization",
+    "Clip",
+    "Concat",
+    "Conv",
+    "ConvTranspose",
+    "CumSum",
+    "EmbedLayerNormalization",
+    "Flatten",
+    "Gather",
+    "GatherElements",
+    "Gemm",
+    "GlobalAveragePool",
+    "InstanceNormalization",
+    "LayerNormalization",
+    "LeakyRelu",
+    "LSTM",
+    "MatMul",
+    "MaxPool",
+    "Mul",
+    "Pad",
+    "Relu",
+    "Reshape",
+    "Resize",
+    "Sigmoid",
+    "Slice",
+    "Softmax",
+    "Split",
+    "Squeeze",
+    "TopK",
+    "Transpose",
+    "Unsqueeze",
+    "Where",
 )
 
 # Named exclusion patterns; everything else in ``exclusion.nodes`` is a node name.
@@ -66,7 +97,11 @@ class QuantizationConfig:
 
     def __post_init__(self) -> None:
         if self.instruction_set not in INSTRUCTION_SETS:
-            raise _fail("quantization.instruction_set", self.instruction_set, f"allowed: {', '.join(INSTRUCTION_SETS)}.")
+            raise _fail(
+                "quantization.instruction_set",
+                self.instruction_set,
+                f"allowed: {', '.join(INSTRUCTION_SETS)}.",
+            )
 
 
 @dataclass
@@ -77,7 +112,9 @@ class OperatorsConfig:
 
     def __post_init__(self) -> None:
         if not self.operators_to_quantize:
-            raise _fail("operators.operators_to_quantize", [], "name at least one ONNX op type, e.g. [Add, MatMul].")
+            raise _fail(
+                "operators.operators_to_quantize", [], "name at least one ONNX op type, e.g. [Add, MatMul]."
+            )
         unknown = [op for op in self.operators_to_quantize if op not in KNOWN_QUANTIZABLE_OPERATORS]
         if unknown:
             raise _fail(
@@ -87,7 +124,11 @@ class OperatorsConfig:
                 f"(op types are case-sensitive; known: {', '.join(KNOWN_QUANTIZABLE_OPERATORS)}).",
             )
         if len(set(self.operators_to_quantize)) != len(self.operators_to_quantize):
-            raise _fail("operators.operators_to_quantize", list(self.operators_to_quantize), "each op type may appear once.")
+            raise _fail(
+                "operators.operators_to_quantize",
+                list(self.operators_to_quantize),
+                "each op type may appear once.",
+            )
 
 
 @dataclass
@@ -106,7 +147,9 @@ class ExclusionConfig:
 
     def __post_init__(self) -> None:
         if any(not isinstance(n, str) or not n.strip() for n in self.nodes):
-            raise _fail("exclusion.nodes", list(self.nodes), "every entry must be a non-empty pattern or node name.")
+            raise _fail(
+                "exclusion.nodes", list(self.nodes), "every entry must be a non-empty pattern or node name."
+            )
 
 
 @dataclass
@@ -127,7 +170,11 @@ class CalibrationConfig:
 
     def __post_init__(self) -> None:
         if self.num_calibration_samples <= 0:
-            raise _fail("calibration.num_calibration_samples", self.num_calibration_samples, "it must be a positive integer.")
+            raise _fail(
+                "calibration.num_calibration_samples",
+                self.num_calibration_samples,
+                "it must be a positive integer.",
+            )
         if not 0.0 < self.averaging_constant <= 1.0:
             raise _fail("calibration.averaging_constant", self.averaging_constant, "it must lie in (0, 1].")
         if not 0.0 < self.percentile <= 100.0:
@@ -157,13 +204,27 @@ class DatasetConfig:
 
     def __post_init__(self) -> None:
         if not self.path:
-            raise _fail("dataset.path", self.path, "give a Hub id, a save_to_disk folder or a local data file.")
+            raise _fail(
+                "dataset.path", self.path, "give a Hub id, a save_to_disk folder or a local data file."
+            )
         if set(self.data_keys) != {"primary"}:
-            raise _fail("dataset.data_keys", dict(self.data_keys), "token classification takes exactly one key, `primary`, naming the column of word lists.")
+            raise _fail(
+                "dataset.data_keys",
+                dict(self.data_keys),
+                "token classification takes exactly one key, `primary`, naming the column of word lists.",
+            )
         if len(self.ref_keys) != 1:
-            raise _fail("dataset.ref_keys", list(self.ref_keys), "token classification takes exactly one reference column (the tag column).")
+            raise _fail(
+                "dataset.ref_keys",
+                list(self.ref_keys),
+                "token classification takes exactly one reference column (the tag column).",
+            )
         if self.max_eval_samples is not None and self.max_eval_samples <= 0:
-            raise _fail("dataset.max_eval_samples", self.max_eval_samples, "use null for the whole split or a positive integer.")
+            raise _fail(
+                "dataset.max_eval_samples",
+                self.max_eval_samples,
+                "use null for the whole split or a positive integer.",
+            )
 
     @property
     def tokens_column(self) -> str:
@@ -208,7 +269,10 @@ class BenchmarkConfig:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        for key, values in (("benchmark.batch_sizes", self.batch_sizes), ("benchmark.input_lengths", self.input_lengths)):
+        for key, values in (
+            ("benchmark.batch_sizes", self.batch_sizes),
+            ("benchmark.input_lengths", self.input_lengths),
+        ):
             if not values:
                 raise _fail(key, list(values), "give at least one positive integer.")
             bad = [v for v in values if v <= 0]
@@ -217,11 +281,15 @@ class BenchmarkConfig:
         if self.duration <= 0:
             raise _fail("benchmark.duration", self.duration, "it must be a positive number of seconds.")
         if self.warmup < 0:
-            raise _fail("benchmark.warmup", self.warmup, "it must be zero or a positive number of forward passes.")
+            raise _fail(
+                "benchmark.warmup", self.warmup, "it must be zero or a positive number of forward passes."
+            )
         if self.windows <= 0:
             raise _fail("benchmark.windows", self.windows, "it must be a positive integer.")
         if self.threads is not None and self.threads <= 0:
-            raise _fail("benchmark.threads", self.threads, "use null (one per physical core) or a positive integer.")
+            raise _fail(
+                "benchmark.threads", self.threads, "use null (one per physical core) or a positive integer."
+            )
 
 
 @dataclass
@@ -252,7 +320,9 @@ class RunConfig:
         if self.task not in SUPPORTED_TASKS:
             raise _fail("task", self.task, f"supported: {', '.join(SUPPORTED_TASKS)}.")
         if self.framework != "onnxruntime":
-            raise _fail("framework", self.framework, "quantsweep quantizes with ONNX Runtime only: use `onnxruntime`.")
+            raise _fail(
+                "framework", self.framework, "quantsweep quantizes with ONNX Runtime only: use `onnxruntime`."
+            )
         if self.aware_training:
             raise _fail(
                 "aware_training",
@@ -260,7 +330,9 @@ class RunConfig:
                 "quantization-aware training is not supported; quantsweep does post-training quantization only, so set it to false.",
             )
         if not self.model_name_or_path:
-            raise _fail("model_name_or_path", self.model_name_or_path, "give a Hub model id or a local model folder.")
+            raise _fail(
+                "model_name_or_path", self.model_name_or_path, "give a Hub model id or a local model folder."
+            )
         if self.quantization.approach is Approach.static and not self.dataset.calibration_split:
             raise _fail(
                 "dataset.calibration_split",

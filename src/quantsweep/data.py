@@ -132,7 +132,9 @@ def _load_rows(cfg: DatasetConfig, split: str) -> tuple[Any, str]:
             return read_conll(file), str(file)
         from datasets import load_dataset
 
-        builder = "json" if file.suffix in JSON_SUFFIXES else "parquet" if file.suffix in PARQUET_SUFFIXES else None
+        builder = (
+            "json" if file.suffix in JSON_SUFFIXES else "parquet" if file.suffix in PARQUET_SUFFIXES else None
+        )
         if builder is None:
             raise DataError(
                 f"`dataset.path` {cfg.path!r}: cannot tell the format of {file.name}; use CoNLL text "
@@ -176,9 +178,14 @@ def load_split(cfg: DatasetConfig, split: str, limit: int | None = None) -> Tagg
         tokens = rows[token_col] if token_col in column_names else None
         raw_tags = rows[tag_col] if tag_col in column_names else None
         names = _tag_names_from_feature(rows.features.get(tag_col)) if tag_col in column_names else None
-    for key, col, value in (("dataset.data_keys.primary", token_col, tokens), ("dataset.ref_keys", tag_col, raw_tags)):
+    for key, col, value in (
+        ("dataset.data_keys.primary", token_col, tokens),
+        ("dataset.ref_keys", tag_col, raw_tags),
+    ):
         if value is None:
-            raise DataError(f"`{key}` names the column {col!r}, which {source} does not have; its columns are {column_names}.")
+            raise DataError(
+                f"`{key}` names the column {col!r}, which {source} does not have; its columns are {column_names}."
+            )
     assert tokens is not None and raw_tags is not None
     if limit is not None:
         tokens, raw_tags = tokens[:limit], raw_tags[:limit]
@@ -201,7 +208,9 @@ def load_split(cfg: DatasetConfig, split: str, limit: int | None = None) -> Tagg
             raise DataError(f"Row {index} of {source} has {len(words)} tokens but {len(row_tags)} tags.")
     if not tokens:
         raise DataError(f"Split {split!r} of {source} is empty.")
-    return TaggedSentences(tokens=[list(w) for w in tokens], tags=tags, label_names=list(names), source=source, split=split)
+    return TaggedSentences(
+        tokens=[list(w) for w in tokens], tags=tags, label_names=list(names), source=source, split=split
+    )
 
 
 def sample_rows(data: TaggedSentences, count: int, seed: int) -> TaggedSentences:
@@ -270,8 +279,9 @@ def length_sorted_batches(
             n = len(encoded[i].input_ids)
             ids[row, :n] = encoded[i].input_ids
             mask[row, :n] = 1
-            if encoded[i].token_type_ids is not None:
-                types[row, :n] = encoded[i].token_type_ids
+            token_types = encoded[i].token_type_ids
+            if token_types is not None:
+                types[row, :n] = token_types
         available = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         yield EncodedBatch(
             indices=indices,

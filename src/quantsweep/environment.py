@@ -13,8 +13,20 @@ from pathlib import Path
 from quantsweep.results import Environment
 
 TRACKED_PACKAGES = (
-    "quantsweep", "onnxruntime", "onnx", "optimum", "optimum-onnx", "transformers", "torch",
-    "datasets", "evaluate", "seqeval", "hydra-core", "omegaconf", "numpy", "tokenizers",
+    "quantsweep",
+    "onnxruntime",
+    "onnx",
+    "optimum",
+    "optimum-onnx",
+    "transformers",
+    "torch",
+    "datasets",
+    "evaluate",
+    "seqeval",
+    "hydra-core",
+    "omegaconf",
+    "numpy",
+    "tokenizers",
 )
 
 # Flags that decide which integer kernels ONNX Runtime can use.
@@ -97,7 +109,11 @@ def git_commit(start: Path | None = None) -> str | None:
     here = start or Path(__file__).resolve().parent
     try:
         out = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -106,7 +122,10 @@ def git_commit(start: Path | None = None) -> str | None:
         return None
     dirty = subprocess.run(
         ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-        capture_output=True, text=True, timeout=5, check=False,
+        capture_output=True,
+        text=True,
+        timeout=5,
+        check=False,
     )
     return commit + ("-dirty" if dirty.stdout.strip() else "")
 

@@ -54,7 +54,9 @@ def predict_word_labels(
     predictions: list[list[str]] = [[] for _ in encoded]
     batches = length_sorted_batches(encoded, batch_size, pad_token_id, input_names)
     total = (len(encoded) + batch_size - 1) // batch_size
-    for batch in tqdm(batches, total=total, desc=progress_label, disable=progress_label is None, mininterval=1.0):
+    for batch in tqdm(
+        batches, total=total, desc=progress_label, disable=progress_label is None, mininterval=1.0
+    ):
         logits = session.run(None, batch.inputs)[0]
         label_ids = np.asarray(logits).argmax(axis=-1)
         for row, index in enumerate(batch.indices):

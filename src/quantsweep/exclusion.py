@@ -29,8 +29,11 @@ if TYPE_CHECKING:
     import onnx
 
 SINGLE_NODE_LAYERNORMS = (
-    "LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization",
-    "SkipSimplifiedLayerNormalization", "EmbedLayerNormalization",
+    "LayerNormalization",
+    "SimplifiedLayerNormalization",
+    "SkipLayerNormalization",
+    "SkipSimplifiedLayerNormalization",
+    "EmbedLayerNormalization",
 )
 SINGLE_NODE_GELUS = ("Gelu", "FastGelu", "BiasGelu", "QuickGelu")
 
@@ -122,11 +125,15 @@ def _residual(index: GraphIndex) -> set[str]:
 
 
 def _gather(index: GraphIndex) -> set[str]:
-    return {add.name for add in index.of_type("Add") if any(p.op_type == "Gather" for p in index.parents(add))}
+    return {
+        add.name for add in index.of_type("Add") if any(p.op_type == "Gather" for p in index.parents(add))
+    }
 
 
 def _softmax(index: GraphIndex) -> set[str]:
-    return {add.name for add in index.of_type("Add") if any(c.op_type == "Softmax" for c in index.children(add))}
+    return {
+        add.name for add in index.of_type("Add") if any(c.op_type == "Softmax" for c in index.children(add))
+    }
 
 
 PATTERN_MATCHERS: dict[str, Callable[[GraphIndex], set[str]]] = {

@@ -82,7 +82,12 @@ class ExportedModel:
 
 
 def export_model(
-    model_name_or_path: str, revision: str | None, task: str, opset: int | None, optimization_level: int, out_dir: Path
+    model_name_or_path: str,
+    revision: str | None,
+    task: str,
+    opset: int | None,
+    optimization_level: int,
+    out_dir: Path,
 ) -> ExportedModel:
     """Export to ``out_dir/model.onnx`` at ``opset`` (None: the exporter's default) and optimize it."""
     import onnx
@@ -131,4 +136,6 @@ def export_model(
         seconds=round(time.perf_counter() - start, 3),
     )
     id2label = {int(k): str(v) for k, v in model.config.id2label.items()}
-    return ExportedModel(onnx_path=target, id2label=id2label, max_length=max_length, input_names=input_names, facts=facts)
+    return ExportedModel(
+        onnx_path=target, id2label=id2label, max_length=max_length, input_names=input_names, facts=facts
+    )

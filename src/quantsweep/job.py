@@ -28,7 +28,9 @@ def finished(job_dir: Path) -> bool:
     return (job_dir / RESULTS_FILE).is_file()
 
 
-def run_job(cfg: RunConfig, job_dir: Path, config_dict: dict[str, Any], choices: dict[str, str]) -> JobOutcome:
+def run_job(
+    cfg: RunConfig, job_dir: Path, config_dict: dict[str, Any], choices: dict[str, str]
+) -> JobOutcome:
     """Run the job into ``job_dir`` unless it already finished there (and ``force`` is off)."""
     if finished(job_dir) and not cfg.force:
         log.info("Skipping %s: %s exists (force=true reruns it).", job_dir, RESULTS_FILE)
@@ -40,7 +42,9 @@ def run_job(cfg: RunConfig, job_dir: Path, config_dict: dict[str, Any], choices:
     return JobOutcome(results=results.to_dict(), skipped=False)
 
 
-def execute(cfg: RunConfig, job_dir: Path, config_dict: dict[str, Any], choices: dict[str, str]) -> JobResults:
+def execute(
+    cfg: RunConfig, job_dir: Path, config_dict: dict[str, Any], choices: dict[str, str]
+) -> JobResults:
     # Heavy imports live here so that `quantsweep --help` and config errors stay fast.
     import onnx
 
@@ -75,8 +79,10 @@ def execute(cfg: RunConfig, job_dir: Path, config_dict: dict[str, Any], choices:
         )
     tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.revision)
     eval_data = load_split(cfg.dataset, cfg.dataset.eval_split, cfg.dataset.max_eval_samples)
-    log.info("Evaluation data: %d sentences of %s (split %s)", len(eval_data), eval_data.source, eval_data.split)
-    id2label = {int(k): str(v) for k, v in model_config.id2label.items()}
+    log.info(
+        "Evaluation data: %d sentences of %s (split %s)", len(eval_data), eval_data.source, eval_data.split
+    )
+    id2label = {int(k): str(v) for k, v in (model_config.id2label or {}).items()}
     check_labels(id2label, eval_data.label_names, f"{eval_data.source} ({eval_data.split})")
     calibration_data = None
     if cfg.is_static:
@@ -86,13 +92,19 @@ def execute(cfg: RunConfig, job_dir: Path, config_dict: dict[str, Any], choices:
         if len(calibration_data) < cfg.calibration.num_calibration_samples:
             log.warning(
                 "calibration.num_calibration_samples=%d but split %s has only %d rows; using all of them.",
-                cfg.calibration.num_calibration_samples, cfg.dataset.calibration_split, len(calibration_data),
+                cfg.calibration.num_calibration_samples,
+                cfg.dataset.calibration_split,
+                len(calibration_data),
             )
 
     log.info("Exporting %s to ONNX (opset %s)", cfg.model_name_or_path, cfg.framework_args.opset or "default")
     exported = export_model(
-        cfg.model_name_or_path, cfg.revision, cfg.task, cfg.framework_args.opset,
-        cfg.framework_args.optimization_level, job_dir,
+        cfg.model_name_or_path,
+        cfg.revision,
+        cfg.task,
+        cfg.framework_args.opset,
+        cfg.framework_args.optimization_level,
+        job_dir,
     )
     log.info("Graph optimization: %s", exported.facts.optimization_applied)
 
@@ -100,7 +112,9 @@ def execute(cfg: RunConfig, job_dir: Path, config_dict: dict[str, Any], choices:
     for pattern in exclusion.empty_patterns:
         log.warning("Exclusion pattern %r matched no node in this graph; it excludes nothing.", pattern)
     excluded = exclusion.node_names
-    log.info("Nodes kept in fp32: %d (%s)", len(excluded), {p: len(m) for p, m in exclusion.by_pattern.items()})
+    log.info(
+        "Nodes kept in fp32: %d (%s)", len(excluded), {p: len(m) for p, m in exclusion.by_pattern.items()}
+    )
 
     request = QuantizationRequest(
         is_static=cfg.is_static,
@@ -111,24 +125,38 @@ def execute(cfg: RunConfig, job_dir: Path, config_dict: dict[str, Any], choices:
         reduce_range=cfg.quantization.reduce_range,
     )
     qconfig, isa, detected = build_quantization_config(request)
-    max_length = min(exported.max_length, getattr(tokenizer, "model_max_length", exported.max_length) or exported.max_length)
+    max_length = min(
+        exported.max_length,
+        getattr(tokenizer, "model_max_length", exported.max_length) or exported.max_length,
+    )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ranges = None
     samples_used = None
     if calibration_data is not None:
         batches = CalibrationBatches(
             encode_sentences(tokenizer, calibration_data.tokens, max_length),
-            cfg.calibration.batch_size, pad_id, exported.input_names,
+            cfg.calibration.batch_size,
+            pad_id,
+            exported.input_names,
         )
         log.info("Calibrating (%s) on %d sentences", cfg.calibration.method.value, len(calibration_data))
         ranges = calibrate(
-            exported.onnx_path, batches, cfg.calibration, request.operators, symmetric=qconfig.activations_symmetric
+            exported.onnx_path,
+            batches,
+            cfg.calibration,
+            request.operators,
+            symmetric=qconfig.activations_symmetric,
         )
         samples_used = batches.samples_fed
     log.info("Quantizing: %s, instruction set %s", qconfig, isa)
     quantized_path = quantize_model(exported.onnx_path, job_dir, qconfig, ranges)
     facts = graph_facts(
-        exported.onnx_path, quantized_path, request.operators, excluded, exclusion.by_pattern, "static" if request.is_static else "dynamic"
+        exported.onnx_path,
+        quantized_path,
+        request.operators,
+        excluded,
+        exclusion.by_pattern,
+        "static" if request.is_static else "dynamic",
     )
     (log.warning if facts.nothing_quantized else log.info)(facts.note)
 
@@ -143,15 +171,22 @@ def execute(cfg: RunConfig, job_dir: Path, config_dict: dict[str, Any], choices:
         quantized_session, eval_data, encoded, id2label, cfg.eval_batch_size, pad_id, "evaluate quantized"
     )
     timing = time_models(
-        original_session, quantized_session, cfg.benchmark, settings,
-        vocab_size=len(tokenizer), special_ids=list(tokenizer.all_special_ids), seed=cfg.seed,
+        original_session,
+        quantized_session,
+        cfg.benchmark,
+        settings,
+        vocab_size=len(tokenizer),
+        special_ids=list(tokenizer.all_special_ids),
+        seed=cfg.seed,
     )
     return JobResults(
         config=config_dict,
         choices=choices,
         environment=collect_environment(),
         export=exported.facts,
-        quantization=quantization_facts(qconfig, isa, detected, cfg.calibration if cfg.is_static else None, samples_used),
+        quantization=quantization_facts(
+            qconfig, isa, detected, cfg.calibration if cfg.is_static else None, samples_used
+        ),
         graph=facts,
         original=original_eval,
         quantized=quantized_eval,
@@ -176,7 +211,9 @@ def summary_table(results: JobResults) -> str:
     if results.graph.nothing_quantized:
         lines.append(f"  NOTE: {results.graph.note}")
     else:
-        lines.append(f"  {results.graph.note}  size {results.graph.original_size_mb:.2f} -> {results.graph.quantized_size_mb:.2f} MB")
+        lines.append(
+            f"  {results.graph.note}  size {results.graph.original_size_mb:.2f} -> {results.graph.quantized_size_mb:.2f} MB"
+        )
     lines.append(f"  {'metric':<12}{'original':>10}{'quantized':>11}{'delta':>9}")
     for name in ("precision", "recall", "f1", "accuracy"):
         a, b = getattr(results.original, name), getattr(results.quantized, name)

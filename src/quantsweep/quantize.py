@@ -67,7 +67,11 @@ class CalibrationBatches:
     """Length-sorted calibration batches, each padded only to its own longest row."""
 
     def __init__(
-        self, encoded: Sequence[EncodedSentence], batch_size: int, pad_token_id: int, input_names: Sequence[str]
+        self,
+        encoded: Sequence[EncodedSentence],
+        batch_size: int,
+        pad_token_id: int,
+        input_names: Sequence[str],
     ) -> None:
         self._batches: Iterator[Any] = length_sorted_batches(encoded, batch_size, pad_token_id, input_names)
         self.samples_fed = 0
@@ -90,7 +94,11 @@ class _OneBatch:
 
 
 def calibrate(
-    model_path: Path, batches: CalibrationBatches, calibration: CalibrationConfig, operators: list[str], symmetric: bool
+    model_path: Path,
+    batches: CalibrationBatches,
+    calibration: CalibrationConfig,
+    operators: list[str],
+    symmetric: bool,
 ) -> Any:
     """Activation ranges of ``model_path`` over every batch, accumulated batch by batch.
 
@@ -111,7 +119,9 @@ def calibrate(
     if calibration.method is CalibrationMethod.minmax:
         # ONNX Runtime's `max_intermediate_outputs` is not used: in onnxruntime 1.32 it
         # clears collected batches without merging them.
-        options.update(moving_average=calibration.moving_average, averaging_constant=calibration.averaging_constant)
+        options.update(
+            moving_average=calibration.moving_average, averaging_constant=calibration.averaging_constant
+        )
     elif calibration.method is CalibrationMethod.percentile:
         options.update(num_bins=calibration.num_bins, percentile=calibration.percentile)
     else:
@@ -140,7 +150,9 @@ def quantize_model(
 
     quantizer = ORTQuantizer(model_path, config=None)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".quantize-") as tmp:
-        quantizer.quantize(qconfig, tmp, file_suffix="quantized", calibration_tensors_range=calibration_ranges)
+        quantizer.quantize(
+            qconfig, tmp, file_suffix="quantized", calibration_tensors_range=calibration_ranges
+        )
         produced = Path(tmp) / f"{model_path.stem}_quantized.onnx"
         target = out_dir / QUANTIZED_FILE
         produced.replace(target)
@@ -148,7 +160,11 @@ def quantize_model(
 
 
 def quantization_facts(
-    qconfig: OrtQuantizationConfig, isa: str, detected: bool, calibration: CalibrationConfig | None, samples: int | None
+    qconfig: OrtQuantizationConfig,
+    isa: str,
+    detected: bool,
+    calibration: CalibrationConfig | None,
+    samples: int | None,
 ) -> QuantizationFacts:
     return QuantizationFacts(
         approach="static" if qconfig.is_static else "dynamic",
@@ -166,7 +182,10 @@ def quantization_facts(
 
 
 def quantized_node_names(
-    original: onnx.ModelProto, quantized: onnx.ModelProto, operators: Sequence[str], excluded: Sequence[str] = ()
+    original: onnx.ModelProto,
+    quantized: onnx.ModelProto,
+    operators: Sequence[str],
+    excluded: Sequence[str] = (),
 ) -> dict[str, str]:
     """Nodes of ``original`` (of the given op types) that run quantized in ``quantized``: name -> op type.
 

@@ -36,6 +36,8 @@ def create_session(model_path: Path, settings: SessionSettings) -> ort.Inference
     options.intra_op_num_threads = settings.intra_op_threads
     options.inter_op_num_threads = settings.inter_op_threads
     options.execution_mode = (
-        ort.ExecutionMode.ORT_SEQUENTIAL if settings.execution_mode == "sequential" else ort.ExecutionMode.ORT_PARALLEL
+        ort.ExecutionMode.ORT_SEQUENTIAL
+        if settings.execution_mode == "sequential"
+        else ort.ExecutionMode.ORT_PARALLEL
     )
     return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])

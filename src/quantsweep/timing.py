@@ -28,7 +28,12 @@ INPUT_DESCRIPTION = (
 
 
 def synthetic_inputs(
-    input_names: Sequence[str], batch_size: int, length: int, vocab_size: int, special_ids: Sequence[int], seed: int
+    input_names: Sequence[str],
+    batch_size: int,
+    length: int,
+    vocab_size: int,
+    special_ids: Sequence[int],
+    seed: int,
 ) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     allowed = np.setdiff1d(np.arange(vocab_size), np.asarray(list(special_ids), dtype=np.int64))

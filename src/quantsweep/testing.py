@@ -1,4 +1,9 @@
-"""Tiny, offline stand-ins for a Hub model and CoNLL-2003: random weights, small vocabulary."""
+"""Tiny, offline stand-ins for a Hub model and CoNLL-2003: random weights, small vocabulary.
+
+The test suite builds its models and data with these, and so does the offline smoke
+sweep (``python -m quantsweep.testing OUT_DIR``): they exercise the whole pipeline in
+seconds without network. Their accuracy means nothing (the weights are random).
+"""
 
 from __future__ import annotations
 
@@ -90,6 +95,7 @@ def write_model(folder: Path, arch: str = "distilbert", seed: int = 0) -> Path:
         "label2id": {label: i for i, label in enumerate(LABELS)},
     }
     model: torch.nn.Module
+    tokenizer: BertTokenizerFast | DistilBertTokenizerFast
     if arch == "distilbert":
         model = DistilBertForTokenClassification(
             DistilBertConfig(dim=32, hidden_dim=64, n_layers=2, n_heads=2, **common)
@@ -97,12 +103,32 @@ def write_model(folder: Path, arch: str = "distilbert", seed: int = 0) -> Path:
         tokenizer = DistilBertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
     elif arch == "bert":
         model = BertForTokenClassification(
-            BertConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, **common)
+            BertConfig(
+                hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, **common
+            )
         )
         tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
     else:
         raise ValueError(arch)
-    model.save_pretrained(folder)  # type: ignore[operator]
+    model.save_pretrained(folder)
     tokenizer.model_max_length = 256
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Write a tiny random model and tiny CoNLL data for offline runs."
+    )
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--arch", choices=["distilbert", "bert"], default="distilbert")
+    args = parser.parse_args(argv)
+    model = write_model(args.out_dir / f"tiny-{args.arch}", args.arch)
+    data = write_dataset(args.out_dir / "tiny-conll")
+    print(f"model_name_or_path={model} dataset.path={data}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Create .venv/ and install quantsweep into it, torch pinned to its CPU build.
+# Usage: bash scripts/install.sh [pip target, default ".[dev]"; "-e .[dev]" for an editable install]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+# constraints.txt pins torch==2.13.0 (the CPU build) and the transformers range optimum-onnx supports.
+# shellcheck disable=SC2086
+.venv/bin/python -m pip install --quiet -c constraints.txt ${1:-.[dev]}
+echo "quantsweep installed in .venv/ ($(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("quantsweep"))'))"

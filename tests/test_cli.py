@@ -1,0 +1,165 @@
+"""The `quantsweep` command end to end: one run, the 8-job seed sweep, resume, and errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+FAST = [
+    "benchmark.duration=0.04",
+    "benchmark.batch_sizes=[1,2]",
+    "benchmark.input_lengths=[8,16]",
+    "benchmark.warmup=1",
+    "benchmark.windows=2",
+    "benchmark.threads=1",
+    "calibration.num_calibration_samples=16",
+]
+
+
+def quantsweep(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "quantsweep.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"quantsweep {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def data_args(model: Path, data: Path) -> list[str]:
+    return [f"model_name_or_path={model}", f"dataset.path={data}"]
+
+
+@pytest.mark.slow
+def test_single_run_writes_a_complete_job_directory(tmp_path, distilbert_dir, conll_dir):
+    job = tmp_path / "job"
+    args = [
+        *data_args(distilbert_dir, conll_dir),
+        *FAST,
+        "quantization=static",
+        "exclusion=sensitive",
+        f"hydra.run.dir={job}",
+    ]
+    first = quantsweep(tmp_path, *args)
+    for name in (
+        ".hydra/config.yaml",
+        ".hydra/overrides.yaml",
+        "results.json",
+        "model.onnx",
+        "model_quantized.onnx",
+        "quantsweep.log",
+    ):
+        assert (job / name).is_file(), name
+    assert not list(job.glob("*.tmp")) and not list(job.glob(".results.json.*"))
+    results = json.loads((job / "results.json").read_text())
+    assert results["schema_version"] == 1
+    assert results["choices"] == {
+        "quantization": "static",
+        "operators": "add_matmul",
+        "exclusion": "sensitive",
+        "calibration": "minmax",
+    }
+    assert results["config"]["quantization"]["approach"] == "static"
+    assert results["export"]["opset"] == 11 and results["export"]["optimization_level"] == 1
+    assert results["quantization"]["calibration_samples"] == 16 and results["quantization"]["format"] == "QDQ"
+    assert results["graph"]["nodes_quantized"] > 0
+    assert set(results["graph"]["nodes_excluded_by_pattern"]) == {
+        "layernorm",
+        "gelu",
+        "residual",
+        "gather",
+        "softmax",
+    }
+    for model in ("original", "quantized"):
+        assert set(results[model]) >= {"precision", "recall", "f1", "accuracy", "per_entity", "num_samples"}
+        assert results[model]["num_samples"] == 24
+    shapes = results["timing"]["shapes"]
+    assert [(s["batch_size"], s["input_length"]) for s in shapes] == [(1, 8), (1, 16), (2, 8), (2, 16)]
+    env = results["environment"]
+    assert env["cpu_model"] and env["physical_cores"] >= 1 and "onnxruntime" in env["packages"]
+    assert results["dataset"]["eval_fingerprint"] and results["dataset"]["calibration_samples"] == 16
+    assert "f1" in first.stdout and "speed-up" in first.stdout  # the console summary
+
+    # rerun: skipped because results.json exists; force=true runs it again
+    stamp = (job / "results.json").stat().st_mtime_ns
+    quantsweep(tmp_path, *args)
+    assert (job / "results.json").stat().st_mtime_ns == stamp
+    assert "Skipping" in (job / "quantsweep.log").read_text()
+    quantsweep(tmp_path, *args, "force=true")
+    assert (job / "results.json").stat().st_mtime_ns != stamp
+
+
+@pytest.mark.slow
+def test_seed_card_sweep_runs_eight_jobs_and_resumes(tmp_path, distilbert_dir, conll_dir):
+    sweep = tmp_path / "sweep"
+    args = [
+        "--multirun",
+        "+experiment=seed_card",
+        *data_args(distilbert_dir, conll_dir),
+        *FAST,
+        f"hydra.sweep.dir={sweep}",
+    ]
+    quantsweep(tmp_path, *args)
+    jobs = sorted(p for p in sweep.iterdir() if (p / "results.json").is_file())
+    assert len(jobs) == 8
+    seen = set()
+    originals = set()
+    for job in jobs:
+        results = json.loads((job / "results.json").read_text())
+        saved = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+        approach = saved["quantization"]["approach"]
+        operators = saved["operators"]["operators_to_quantize"]
+        nodes = saved["exclusion"]["nodes"]
+        key = (approach, tuple(operators), tuple(nodes))
+        seen.add(key)
+        assert job.name.startswith(
+            f"{approach}-{'add' if operators == ['Add'] else 'add_matmul'}-{'sensitive' if nodes else 'none'}"
+        )
+        assert results["config"]["quantization"]["approach"] == approach
+        assert results["config"]["operators"]["operators_to_quantize"] == operators
+        graph = results["graph"]
+        if approach == "dynamic" and operators == ["Add"]:
+            assert graph["nothing_quantized"] and "Nothing was quantized" in graph["note"]
+        else:
+            assert graph["nodes_quantized"] > 0
+        assert bool(graph["nodes_excluded"]) == bool(nodes)
+        assert (results["quantization"]["calibration_samples"] == 16) == (approach == "static")
+        originals.add(json.dumps([results["original"][m] for m in ("precision", "recall", "f1", "accuracy")]))
+    assert len(seen) == 8
+    assert len(originals) == 1  # every job evaluates the same fp32 model on the same data
+
+    # an interrupted sweep: one job lost its results; rerunning redoes only that one
+    lost = jobs[3] / "results.json"
+    lost.unlink()
+    stamps = {job: (job / "results.json").stat().st_mtime_ns for job in jobs if job != jobs[3]}
+    quantsweep(tmp_path, *args)
+    assert lost.is_file()
+    assert all((job / "results.json").stat().st_mtime_ns == stamp for job, stamp in stamps.items())
+
+
+def test_config_error_is_one_paragraph_before_any_work(tmp_path):
+    result = quantsweep(tmp_path, "aware_training=true", check=False)
+    assert result.returncode == 2
+    assert "`aware_training` is True" in result.stderr and "not supported" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.rglob("results.json"))
+
+
+def test_hub_model_offline_names_the_local_alternative(tmp_path, conll_dir):
+    result = quantsweep(tmp_path, f"dataset.path={conll_dir}", check=False)
+    assert result.returncode == 2
+    assert "Could not load model 'elastic/distilbert-base-uncased-finetuned-conll03-english'" in result.stderr
+    assert "local folder written by save_pretrained" in result.stderr
