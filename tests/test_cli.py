@@ -163,3 +163,12 @@ def test_hub_model_offline_names_the_local_alternative(tmp_path, conll_dir):
     assert result.returncode == 2
     assert "Could not load model 'elastic/distilbert-base-uncased-finetuned-conll03-english'" in result.stderr
     assert "local folder written by save_pretrained" in result.stderr
+
+
+def test_cfg_job_prints_the_composed_config(tmp_path):
+    out = quantsweep(tmp_path, "--cfg", "job", "quantization=static", "operators=add").stdout
+    composed = yaml.safe_load(out)
+    assert composed["quantization"]["approach"] == "static"
+    assert composed["operators"]["operators_to_quantize"] == ["Add"]
+    assert composed["framework_args"] == {"opset": 11, "optimization_level": 1}
+    assert not list(tmp_path.rglob("results.json"))
