@@ -75,3 +75,14 @@ def test_sampling_is_seeded_and_without_replacement(conll_dir):
     assert a.tokens == b.tokens and len(a) == 10
     assert sample_rows(data, 10, seed=4).tokens != a.tokens
     assert len(sample_rows(data, 1000, seed=3)) == len(data)
+
+
+def test_integer_tags_without_names_use_label_names_or_the_conll_order(tmp_path):
+    rows = [{"tokens": ["Anna", "visited", "Oslo"], "ner_tags": [1, 0, 5]}]
+    (tmp_path / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    default = load_split(DatasetConfig(path=str(tmp_path)), "validation")
+    assert default.tags == [["B-PER", "O", "B-LOC"]]
+    custom = DatasetConfig(path=str(tmp_path), label_names=["O", "B-X", "I-X", "B-Y", "I-Y", "B-Z"])
+    assert load_split(custom, "validation").tags == [["B-X", "O", "B-Z"]]
+    with pytest.raises(DataError, match=r"holds the id 5, but only 3 tag names"):
+        load_split(DatasetConfig(path=str(tmp_path), label_names=["O", "B-X", "I-X"]), "validation")

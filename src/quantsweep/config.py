@@ -201,6 +201,9 @@ class DatasetConfig:
     ref_keys: list[str] = field(default_factory=lambda: ["ner_tags"])
     calibration_split: str | None = "train"
     max_eval_samples: int | None = None
+    # names of integer tags, in id order, for data that stores plain ids without
+    # ClassLabel names; null means the CoNLL-2003 order
+    label_names: list[str] | None = None
 
     def __post_init__(self) -> None:
         if not self.path:
@@ -219,6 +222,8 @@ class DatasetConfig:
                 list(self.ref_keys),
                 "token classification takes exactly one reference column (the tag column).",
             )
+        if self.label_names is not None and len(set(self.label_names)) != len(self.label_names):
+            raise _fail("dataset.label_names", list(self.label_names), "each tag name may appear once.")
         if self.max_eval_samples is not None and self.max_eval_samples <= 0:
             raise _fail(
                 "dataset.max_eval_samples",

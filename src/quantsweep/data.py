@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 CONLL_SUFFIXES = (".txt", ".conll", ".iob", ".iob2", ".tsv")
 JSON_SUFFIXES = (".json", ".jsonl")
+# The tag order of the Hub's conll2003, used for integer tags that carry no names.
+CONLL2003_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
 PARQUET_SUFFIXES = (".parquet",)
 
 
@@ -190,13 +192,25 @@ def load_split(cfg: DatasetConfig, split: str, limit: int | None = None) -> Tagg
     if limit is not None:
         tokens, raw_tags = tokens[:limit], raw_tags[:limit]
     tags: list[list[str]]
+    integer_tags = any(row and not isinstance(row[0], str) for row in raw_tags)
+    if names is None and integer_tags:
+        names = list(cfg.label_names) if cfg.label_names else list(CONLL2003_LABELS)
+        if cfg.label_names is None:
+            log.warning(
+                "The tag column %r of %s holds integer ids without names; assuming the CoNLL-2003 order %s "
+                "(set dataset.label_names to override).",
+                tag_col,
+                source,
+                names,
+            )
     if names is not None:
+        largest = max((int(t) for row in raw_tags for t in row), default=-1)
+        if largest >= len(names):
+            raise DataError(
+                f"The tag column {tag_col!r} of {source} holds the id {largest}, but only {len(names)} tag names "
+                f"are known ({names}); set `dataset.label_names` to the full list in id order."
+            )
         tags = [[names[int(t)] for t in row] for row in raw_tags]
-    elif raw_tags and raw_tags[0] and not isinstance(raw_tags[0][0], str):
-        raise DataError(
-            f"The tag column {tag_col!r} of {source} holds integers without label names; "
-            "save the dataset with a Sequence(ClassLabel) feature or store the tag names as strings."
-        )
     else:
         tags = [list(row) for row in raw_tags]
         seen: dict[str, None] = {}

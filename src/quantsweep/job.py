@@ -149,7 +149,7 @@ def execute(
         )
         samples_used = batches.samples_fed
     log.info("Quantizing: %s, instruction set %s", qconfig, isa)
-    quantized_path = quantize_model(exported.onnx_path, job_dir, qconfig, ranges)
+    quantized_path = quantize_model(exported.onnx_path, job_dir, qconfig, ranges, model_config)
     facts = graph_facts(
         exported.onnx_path,
         quantized_path,

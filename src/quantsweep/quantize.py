@@ -13,6 +13,7 @@ import logging
 import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from quantsweep.results import GraphFacts, QuantizationFacts
 if TYPE_CHECKING:
     import onnx
     from optimum.onnxruntime.configuration import QuantizationConfig as OrtQuantizationConfig
+    from transformers import PretrainedConfig
 
 log = logging.getLogger(__name__)
 
@@ -142,13 +144,31 @@ def calibrate(
         return calibrator.compute_data()
 
 
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """ONNX Runtime's quantizer logs a line per tensor on the root logger at INFO."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def quantize_model(
-    model_path: Path, out_dir: Path, qconfig: OrtQuantizationConfig, calibration_ranges: Any | None
+    model_path: Path,
+    out_dir: Path,
+    qconfig: OrtQuantizationConfig,
+    calibration_ranges: Any | None,
+    model_config: PretrainedConfig | None = None,
 ) -> Path:
     """Write the quantized model to ``out_dir/model_quantized.onnx``."""
     from optimum.onnxruntime import ORTQuantizer
+    from transformers import PretrainedConfig
 
-    quantizer = ORTQuantizer(model_path, config=None)
+    # The quantizer wants a model config beside the ONNX file; ours lives with the model.
+    quantizer = ORTQuantizer(model_path, config=model_config or PretrainedConfig())
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".quantize-") as tmp:
         quantizer.quantize(
             qconfig, tmp, file_suffix="quantized", calibration_tensors_range=calibration_ranges
