@@ -1,0 +1,1 @@
+"""The offline demo: a generated NER corpus and a real encoder fine-tuned on it."""
