@@ -39,6 +39,19 @@ def check_labels(id2label: dict[int, str], dataset_labels: Sequence[str], source
         )
 
 
+def first_subtoken_labels(
+    word_ids: Sequence[int | None], token_label_ids: Sequence[int], num_words: int, id2label: dict[int, str]
+) -> list[str]:
+    """One tag per word: the label of the word's first sub-token; ``O`` for words cut off."""
+    words = [OUTSIDE] * num_words
+    previous: int | None = None
+    for position, word in enumerate(word_ids):
+        if word is not None and word != previous:
+            words[word] = id2label[int(token_label_ids[position])]
+        previous = word
+    return words
+
+
 def predict_word_labels(
     session: ort.InferenceSession,
     encoded: Sequence[EncodedSentence],
@@ -60,13 +73,9 @@ def predict_word_labels(
         logits = session.run(None, batch.inputs)[0]
         label_ids = np.asarray(logits).argmax(axis=-1)
         for row, index in enumerate(batch.indices):
-            words = [OUTSIDE] * encoded[index].num_words
-            previous: int | None = None
-            for position, word in enumerate(batch.word_ids[row]):
-                if word is not None and word != previous:
-                    words[word] = id2label[int(label_ids[row, position])]
-                previous = word
-            predictions[index] = words
+            predictions[index] = first_subtoken_labels(
+                batch.word_ids[row], label_ids[row], encoded[index].num_words, id2label
+            )
     return predictions
 
 

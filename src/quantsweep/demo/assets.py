@@ -25,7 +25,9 @@ def prepare(root: Path) -> dict[str, Any]:
     info = finetune(corpus, root / "model")
     log.info(
         "Demo model ready: validation F1 %.3f after %s fine-tuning steps (%s)",
-        info["validation_f1"], info["steps"], root / "model",
+        info["validation_f1"],
+        info["steps"],
+        root / "model",
     )
     return info
 

@@ -22,32 +22,262 @@ GENERATOR_VERSION = 1
 SPLITS = {"train": 3000, "validation": 600, "test": 600}
 LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
 
-FIRST_NAMES = (
-    "Anna Peter Maria John Lena Omar Yuki Carlos Fatima Ivan Sofia David Amara Lars Mei Pedro Nadia Tomas Elena "
-    "Hassan Grace Kenji Olga Samuel Ines Marco Aisha Henrik Lucia Ahmed Clara Viktor Rosa Daniel Hana Felix Leila "
-    "Jonas Priya Mateo Sara Andrei Noor Paul Chloe Emil Zara Rafael Irene Oskar Layla Hugo Mira Bruno Alma Tariq Ida"
-).split()
-LAST_NAMES = (
-    "Keller Okafor Lindqvist Moreau Tanaka Silva Novak Haddad Becker Rossi Kowalski Jensen Ortega Petrov Schmidt "
-    "Nakamura Costa Dubois Fischer Nilsson Mendes Horvat Aziz Bauer Ricci Wagner Castro Yilmaz Larsen Vargas "
-    "Meyer Fontaine Sato Duarte Kovacs Berg Hoffmann Romero Ivanova Lund Marin Adeyemi Suzuki Weber Esposito "
-    "Eriksen Navarro Popescu Hansen Ferrari Kaya Vogel Santos Olsen Richter Moretti Sandberg Quinn Barros Falk"
-).split()
-CITIES = (
-    "Lima Oslo Berlin Nairobi Osaka Lisbon Denver Krakow Tunis Perth Bergen Quito Leeds Porto Hanoi Zagreb Austin "
-    "Dakar Malmo Seville Tbilisi Cork Adelaide Valencia Graz Bilbao Accra Turin Gdansk Halifax Bremen Kyoto Lyon "
-    "Manila Riga Toledo Durban Utrecht Geneva Tampa Aarhus Naples Leipzig Calgary Medellin Bruges Minsk Sapporo"
-).split()
-COUNTRIES = (
-    "Peru Norway Kenya Japan Portugal Croatia Senegal Sweden Spain Georgia Ireland Australia Ghana Italy Poland "
-    "Canada Germany France Vietnam Latvia Belarus Chile Austria Morocco Finland Egypt Mexico Iceland Nepal Brazil"
-).split()
-NATIONALITIES = (
-    "Peruvian Norwegian Kenyan Japanese Portuguese Croatian Senegalese Swedish Spanish Georgian Irish Australian "
-    "Ghanaian Italian Polish Canadian German French Vietnamese Latvian Chilean Austrian Moroccan Finnish Egyptian"
-).split()
-ORG_SUFFIXES = ("Motors", "Holdings", "Group", "Industries", "Airlines", "Labs", "Partners", "Bank", "Energy", "Media")
-ORG_WORDS = ("Northern", "United", "Global", "Pacific", "Atlas", "Summit", "Vertex", "Harbor", "Crown", "Nova", "Delta", "Apex")
+FIRST_NAMES = [
+    "Anna",
+    "Peter",
+    "Maria",
+    "John",
+    "Lena",
+    "Omar",
+    "Yuki",
+    "Carlos",
+    "Fatima",
+    "Ivan",
+    "Sofia",
+    "David",
+    "Amara",
+    "Lars",
+    "Mei",
+    "Pedro",
+    "Nadia",
+    "Tomas",
+    "Elena",
+    "Hassan",
+    "Grace",
+    "Kenji",
+    "Olga",
+    "Samuel",
+    "Ines",
+    "Marco",
+    "Aisha",
+    "Henrik",
+    "Lucia",
+    "Ahmed",
+    "Clara",
+    "Viktor",
+    "Rosa",
+    "Daniel",
+    "Hana",
+    "Felix",
+    "Leila",
+    "Jonas",
+    "Priya",
+    "Mateo",
+    "Sara",
+    "Andrei",
+    "Noor",
+    "Paul",
+    "Chloe",
+    "Emil",
+    "Zara",
+    "Rafael",
+    "Irene",
+    "Oskar",
+    "Layla",
+    "Hugo",
+    "Mira",
+    "Bruno",
+    "Alma",
+    "Tariq",
+    "Ida",
+]
+LAST_NAMES = [
+    "Keller",
+    "Okafor",
+    "Lindqvist",
+    "Moreau",
+    "Tanaka",
+    "Silva",
+    "Novak",
+    "Haddad",
+    "Becker",
+    "Rossi",
+    "Kowalski",
+    "Jensen",
+    "Ortega",
+    "Petrov",
+    "Schmidt",
+    "Nakamura",
+    "Costa",
+    "Dubois",
+    "Fischer",
+    "Nilsson",
+    "Mendes",
+    "Horvat",
+    "Aziz",
+    "Bauer",
+    "Ricci",
+    "Wagner",
+    "Castro",
+    "Yilmaz",
+    "Larsen",
+    "Vargas",
+    "Meyer",
+    "Fontaine",
+    "Sato",
+    "Duarte",
+    "Kovacs",
+    "Berg",
+    "Hoffmann",
+    "Romero",
+    "Ivanova",
+    "Lund",
+    "Marin",
+    "Adeyemi",
+    "Suzuki",
+    "Weber",
+    "Esposito",
+    "Eriksen",
+    "Navarro",
+    "Popescu",
+    "Hansen",
+    "Ferrari",
+    "Kaya",
+    "Vogel",
+    "Santos",
+    "Olsen",
+    "Richter",
+    "Moretti",
+    "Sandberg",
+    "Quinn",
+    "Barros",
+    "Falk",
+]
+CITIES = [
+    "Lima",
+    "Oslo",
+    "Berlin",
+    "Nairobi",
+    "Osaka",
+    "Lisbon",
+    "Denver",
+    "Krakow",
+    "Tunis",
+    "Perth",
+    "Bergen",
+    "Quito",
+    "Leeds",
+    "Porto",
+    "Hanoi",
+    "Zagreb",
+    "Austin",
+    "Dakar",
+    "Malmo",
+    "Seville",
+    "Tbilisi",
+    "Cork",
+    "Adelaide",
+    "Valencia",
+    "Graz",
+    "Bilbao",
+    "Accra",
+    "Turin",
+    "Gdansk",
+    "Halifax",
+    "Bremen",
+    "Kyoto",
+    "Lyon",
+    "Manila",
+    "Riga",
+    "Toledo",
+    "Durban",
+    "Utrecht",
+    "Geneva",
+    "Tampa",
+    "Aarhus",
+    "Naples",
+    "Leipzig",
+    "Calgary",
+    "Medellin",
+    "Bruges",
+    "Minsk",
+    "Sapporo",
+]
+COUNTRIES = [
+    "Peru",
+    "Norway",
+    "Kenya",
+    "Japan",
+    "Portugal",
+    "Croatia",
+    "Senegal",
+    "Sweden",
+    "Spain",
+    "Georgia",
+    "Ireland",
+    "Australia",
+    "Ghana",
+    "Italy",
+    "Poland",
+    "Canada",
+    "Germany",
+    "France",
+    "Vietnam",
+    "Latvia",
+    "Belarus",
+    "Chile",
+    "Austria",
+    "Morocco",
+    "Finland",
+    "Egypt",
+    "Mexico",
+    "Iceland",
+    "Nepal",
+    "Brazil",
+]
+NATIONALITIES = [
+    "Peruvian",
+    "Norwegian",
+    "Kenyan",
+    "Japanese",
+    "Portuguese",
+    "Croatian",
+    "Senegalese",
+    "Swedish",
+    "Spanish",
+    "Georgian",
+    "Irish",
+    "Australian",
+    "Ghanaian",
+    "Italian",
+    "Polish",
+    "Canadian",
+    "German",
+    "French",
+    "Vietnamese",
+    "Latvian",
+    "Chilean",
+    "Austrian",
+    "Moroccan",
+    "Finnish",
+    "Egyptian",
+]
+ORG_SUFFIXES = (
+    "Motors",
+    "Holdings",
+    "Group",
+    "Industries",
+    "Airlines",
+    "Labs",
+    "Partners",
+    "Bank",
+    "Energy",
+    "Media",
+)
+ORG_WORDS = (
+    "Northern",
+    "United",
+    "Global",
+    "Pacific",
+    "Atlas",
+    "Summit",
+    "Vertex",
+    "Harbor",
+    "Crown",
+    "Nova",
+    "Delta",
+    "Apex",
+)
 EVENTS = ("Open", "Marathon", "Film Festival", "Grand Prix", "Cup", "Games", "Jazz Festival", "Book Fair")
 
 TRAIN_CLAUSES = (
@@ -92,10 +322,37 @@ EVAL_CLAUSES = (
 )
 
 POS = {
-    "said": "VBD", "would": "MD", "will": "MD", "cut": "VB", "in": "IN", "on": "IN", "a": "DT", "the": "DT",
-    "for": "IN", "to": "TO", "of": "IN", "from": "IN", "and": "CC", "after": "IN", "as": "IN", "that": "IN",
-    "with": "IN", "about": "IN", "between": "IN", "into": "IN", "near": "IN", "outside": "IN", "before": "IN",
-    ",": ",", ".": ".", "who": "WP", "its": "PRP$", "it": "PRP", "their": "PRP$", "no": "DT", "all": "DT",
+    "said": "VBD",
+    "would": "MD",
+    "will": "MD",
+    "cut": "VB",
+    "in": "IN",
+    "on": "IN",
+    "a": "DT",
+    "the": "DT",
+    "for": "IN",
+    "to": "TO",
+    "of": "IN",
+    "from": "IN",
+    "and": "CC",
+    "after": "IN",
+    "as": "IN",
+    "that": "IN",
+    "with": "IN",
+    "about": "IN",
+    "between": "IN",
+    "into": "IN",
+    "near": "IN",
+    "outside": "IN",
+    "before": "IN",
+    ",": ",",
+    ".": ".",
+    "who": "WP",
+    "its": "PRP$",
+    "it": "PRP",
+    "their": "PRP$",
+    "no": "DT",
+    "all": "DT",
 }
 
 
@@ -140,7 +397,9 @@ class _Names:
         if form == 3:
             return [rng.choice(self.org_words), rng.choice(ORG_SUFFIXES)]
         if form == 4:
-            return ["".join(rng.choice("ABCDEFGHKLMNPRSTVW") for _ in range(rng.choice(self.acronym_lengths)))]
+            return [
+                "".join(rng.choice("ABCDEFGHKLMNPRSTVW") for _ in range(rng.choice(self.acronym_lengths)))
+            ]
         return ["University", "of", rng.choice(self.cities)]
 
     def location(self, rng: random.Random) -> list[str]:
@@ -163,7 +422,12 @@ class _Names:
 def _fill(template: str, names: _Names, rng: random.Random) -> tuple[list[str], list[str]]:
     tokens: list[str] = []
     tags: list[str] = []
-    makers = {"{PER}": names.person, "{ORG}": names.organisation, "{LOC}": names.location, "{MISC}": names.misc}
+    makers = {
+        "{PER}": names.person,
+        "{ORG}": names.organisation,
+        "{LOC}": names.location,
+        "{MISC}": names.misc,
+    }
     for word in template.split():
         if word in makers:
             entity = makers[word](rng)
@@ -195,8 +459,8 @@ def generate_split(split: str, count: int, seed: int = 0) -> list[Sentence]:
         tokens, tags = _fill(rng.choice(clauses), names, rng)
         if rng.random() < 0.25:  # two clauses joined: up to four entities
             more_tokens, more_tags = _fill(rng.choice(clauses), names, rng)
-            tokens = tokens[:-1] + [rng.choice((",", ";", "and"))] + more_tokens
-            tags = tags[:-1] + ["O"] + more_tags
+            tokens = [*tokens[:-1], rng.choice((",", ";", "and")), *more_tokens]
+            tags = [*tags[:-1], "O", *more_tags]
         if sum(t.startswith("B-") for t in tags) > 4:
             continue
         sentences.append(Sentence(tuple(_casing(tokens, rng)), tuple(tags)))
@@ -207,8 +471,18 @@ def _pos(token: str, tag: str) -> tuple[str, str]:
     if tag != "O":
         pos = "JJ" if tag.endswith("MISC") and token.lower().endswith(("an", "ish", "ese", "ch")) else "NNP"
         return pos, ("B-NP" if tag.startswith("B-") else "I-NP")
-    pos = POS.get(token.lower(), "CD" if token[:1].isdigit() else "VBD" if token.lower().endswith("ed") else "NN")
-    chunk = "O" if pos in (",", ".") else "B-VP" if pos.startswith(("VB", "MD")) else "B-PP" if pos == "IN" else "B-NP"
+    pos = POS.get(
+        token.lower(), "CD" if token[:1].isdigit() else "VBD" if token.lower().endswith("ed") else "NN"
+    )
+    chunk = (
+        "O"
+        if pos in (",", ".")
+        else "B-VP"
+        if pos.startswith(("VB", "MD"))
+        else "B-PP"
+        if pos == "IN"
+        else "B-NP"
+    )
     return pos, chunk
 
 
@@ -231,9 +505,15 @@ def write_corpus(folder: Path, seed: int = 0) -> Path:
     """Write ``train.txt``, ``validation.txt`` and ``test.txt`` unless this version is already there."""
     marker = folder / "CORPUS_KEY"
     key = corpus_key(seed)
-    if marker.is_file() and marker.read_text().strip() == key and all((folder / f"{s}.txt").is_file() for s in SPLITS):
+    if (
+        marker.is_file()
+        and marker.read_text().strip() == key
+        and all((folder / f"{s}.txt").is_file() for s in SPLITS)
+    ):
         return folder
     for split, count in SPLITS.items():
-        atomic_write_text(folder / f"{split}.txt", "\n".join(conll_lines(generate_split(split, count, seed))) + "\n")
+        atomic_write_text(
+            folder / f"{split}.txt", "\n".join(conll_lines(generate_split(split, count, seed))) + "\n"
+        )
     atomic_write_text(marker, key + "\n")
     return folder

@@ -19,12 +19,13 @@ import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from quantsweep.config import DatasetConfig
-from quantsweep.data import encode_sentences, load_split
+from quantsweep.data import encode_sentences, length_sorted_batches, load_split
 from quantsweep.demo.corpus import LABELS
 from quantsweep.environment import physical_cores
-from quantsweep.evaluate import score
+from quantsweep.evaluate import first_subtoken_labels, score
 from quantsweep.results import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,11 @@ def _file_digest(path: Path) -> str:
 
 def model_key(base: Path, corpus: Path, settings: FinetuneSettings) -> str:
     parts = {
-        "base": {p.name: _file_digest(p) for p in sorted(base.glob("*")) if p.is_file() and p.suffix in (".json", ".safetensors", ".txt")},
+        "base": {
+            p.name: _file_digest(p)
+            for p in sorted(base.glob("*"))
+            if p.is_file() and p.suffix in (".json", ".safetensors", ".txt")
+        },
         "corpus": _file_digest(corpus / "train.txt"),
         "settings": asdict(settings),
         "versions": {name: metadata.version(name) for name in ("torch", "transformers")},
@@ -96,7 +101,11 @@ def finetune(corpus: Path, target: Path, settings: FinetuneSettings | None = Non
     key = model_key(base, corpus, settings)
     cached = cached_model(target, key)
     if cached is not None:
-        log.info("Demo model %s is up to date (validation F1 %.3f); skipping fine-tuning.", target, cached["validation_f1"])
+        log.info(
+            "Demo model %s is up to date (validation F1 %.3f); skipping fine-tuning.",
+            target,
+            cached["validation_f1"],
+        )
         return cached
 
     import numpy as np
@@ -108,17 +117,22 @@ def finetune(corpus: Path, target: Path, settings: FinetuneSettings | None = Non
     torch.set_num_threads(physical_cores())
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     model = AutoModelForTokenClassification.from_pretrained(
-        str(base), num_labels=len(LABELS), id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)}
+        str(base),
+        num_labels=len(LABELS),
+        id2label=dict(enumerate(LABELS)),
+        label2id={n: i for i, n in enumerate(LABELS)},
     )
     train = load_split(DatasetConfig(path=str(corpus)), "train")
     encoded = encode_sentences(tokenizer, train.tokens, settings.max_length)
-    label_ids = []
+    # only a word's first sub-token carries its label; -100 is ignored by the loss
+    label_ids: list[list[int]] = []
     for enc, tags in zip(encoded, train.tags, strict=True):
-        row, previous = [], None
+        targets: list[int] = []
+        previous: int | None = None
         for word in enc.word_ids:
-            row.append(-100 if word is None or word == previous else LABELS.index(tags[word]))
+            targets.append(-100 if word is None or word == previous else LABELS.index(tags[word]))
             previous = word
-        label_ids.append(row)
+        label_ids.append(targets)
 
     steps_per_epoch = math.ceil(len(encoded) / settings.batch_size)
     total = max(1, int(steps_per_epoch * settings.epochs))
@@ -180,22 +194,22 @@ def finetune(corpus: Path, target: Path, settings: FinetuneSettings | None = Non
     return info
 
 
-def _validation_f1(model: object, tokenizer: object, corpus: Path, max_length: int) -> float:
+def _validation_f1(model: Any, tokenizer: Any, corpus: Path, max_length: int) -> float:
+    """Validation F1 of the trained PyTorch model, scored as quantsweep scores ONNX models."""
     import torch
 
     data = load_split(DatasetConfig(path=str(corpus)), "validation")
-    encoded = encode_sentences(tokenizer, data.tokens, max_length)  # type: ignore[arg-type]
-    model.eval()  # type: ignore[attr-defined]
-    predictions: list[list[str]] = []
+    encoded = encode_sentences(tokenizer, data.tokens, max_length)
+    model.eval()
+    predictions: list[list[str]] = [[] for _ in encoded]
     with torch.no_grad():
-        for enc in encoded:
-            logits = model(input_ids=torch.tensor([enc.input_ids])).logits[0]  # type: ignore[operator]
-            ids = logits.argmax(-1).tolist()
-            words = ["O"] * enc.num_words
-            previous = None
-            for position, word in enumerate(enc.word_ids):
-                if word is not None and word != previous:
-                    words[word] = LABELS[ids[position]]
-                previous = word
-            predictions.append(words)
+        for batch in length_sorted_batches(
+            encoded, 64, tokenizer.pad_token_id, ["input_ids", "attention_mask"]
+        ):
+            inputs = {name: torch.from_numpy(array) for name, array in batch.inputs.items()}
+            label_ids = model(**inputs).logits.argmax(-1).tolist()
+            for row, index in enumerate(batch.indices):
+                predictions[index] = first_subtoken_labels(
+                    batch.word_ids[row], label_ids[row], encoded[index].num_words, dict(enumerate(LABELS))
+                )
     return score(data.tags, predictions).f1
