@@ -140,6 +140,10 @@ def test_seed_card_sweep_runs_eight_jobs_and_resumes(tmp_path, distilbert_dir, c
         originals.add(json.dumps([results["original"][m] for m in ("precision", "recall", "f1", "accuracy")]))
     assert len(seen) == 8
     assert len(originals) == 1  # every job evaluates the same fp32 model on the same data
+    # the report callback wrote the card, the CSV and the plots at the end of the sweep
+    card = (sweep / "README.md").read_text()
+    assert "## Non-time metrics" in card and card.count("Below, time metrics") == 4
+    assert (sweep / "results.csv").is_file() and (sweep / "f1_vs_speedup.png").is_file()
 
     # an interrupted sweep: one job lost its results; rerunning redoes only that one
     lost = jobs[3] / "results.json"

@@ -21,6 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from quantsweep.config import ConfigError, RunConfig, register_configs
+from quantsweep.results import ERROR_FILE
 
 log = logging.getLogger("quantsweep")
 
@@ -108,13 +109,24 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         config_dict = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
         assert isinstance(config_dict, dict)
         outcome = run_job(run_config, job_dir, {str(k): v for k, v in config_dict.items()}, choices)
-    except _user_errors() as error:
+    except Exception as error:
+        record_failure(job_dir, error)
+        if not isinstance(error, _user_errors()):
+            raise
         log.error("%s", error)
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise  # Hydra marks this job failed; the sweep's other jobs still run
         print(f"\nquantsweep: {error}", file=sys.stderr)
         sys.exit(2)
+    (job_dir / ERROR_FILE).unlink(missing_ok=True)
     return outcome.results
+
+
+def record_failure(job_dir: Path, error: BaseException) -> None:
+    """Leave the error beside the job's config, so a sweep report can list it."""
+    from quantsweep.results import atomic_write_text
+
+    atomic_write_text(job_dir / ERROR_FILE, f"{type(error).__name__}: {error}\n")
 
 
 def main() -> None:

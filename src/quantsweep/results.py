@@ -17,6 +17,8 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
+# written instead of results.json when a job fails: "<ExceptionType>: <message>"
+ERROR_FILE = "error.txt"
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -1,0 +1,525 @@
+"""A sweep's report: the seed card's structure (README.md), plots and a CSV of every number.
+
+Reads only the job folders (``.hydra/config.yaml``, ``results.json``, ``error.txt``), so
+it works the same for local and remote sweeps, at the end of a ``--multirun`` (the
+:class:`ReportCallback`) or later with ``quantsweep-report SWEEP_DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.experimental.callback import Callback
+
+from quantsweep.results import ERROR_FILE, RESULTS_FILE, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+CARD_FILE = "README.md"
+CSV_FILE = "results.csv"
+PARETO_PLOT = "f1_vs_speedup.png"
+LATENCY_PLOT = "latency_vs_length.png"
+METRICS = ("precision", "recall", "f1", "accuracy")
+# Keys that say how a job ran, not what it measured.
+_IGNORED_KEYS = ("force",)
+
+
+@dataclass
+class JobRecord:
+    name: str
+    path: Path
+    config: dict[str, Any]
+    results: dict[str, Any] | None
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.results is not None
+
+
+@dataclass
+class Sweep:
+    path: Path
+    jobs: list[JobRecord]
+    fixed: dict[str, Any] = field(default_factory=dict)
+    benchmarked: dict[str, list[Any]] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> list[JobRecord]:
+        return [job for job in self.jobs if job.ok]
+
+    @property
+    def failed(self) -> list[JobRecord]:
+        return [job for job in self.jobs if not job.ok]
+
+    def label(self, job: JobRecord) -> list[str]:
+        return [fmt(job.config.get(key)) for key in self.benchmarked]
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        # data_keys is a small mapping that reads better whole, as the seed card shows it
+        if isinstance(value, dict) and value and key != "data_keys":
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def fmt(value: Any) -> str:
+    """Values as the seed card writes them: strings bare, lists and mappings as Python literals."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return "None"
+    return repr(value)
+
+
+def load_sweep(path: Path) -> Sweep:
+    jobs: list[JobRecord] = []
+    for folder in sorted(p for p in path.iterdir() if (p / ".hydra" / "config.yaml").is_file()):
+        config = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text(encoding="utf-8")) or {}
+        results = None
+        if (folder / RESULTS_FILE).is_file():
+            results = json.loads((folder / RESULTS_FILE).read_text(encoding="utf-8"))
+            config = results.get("config", config)
+        error = None
+        if results is None:
+            error_file = folder / ERROR_FILE
+            error = (
+                error_file.read_text(encoding="utf-8").strip()
+                if error_file.is_file()
+                else "no results.json: the job did not finish"
+            )
+        flat = {k: v for k, v in flatten(config).items() if k not in _IGNORED_KEYS}
+        jobs.append(JobRecord(folder.name, folder, flat, results, error))
+    if not jobs:
+        raise FileNotFoundError(f"{path} holds no job folders (subfolders with .hydra/config.yaml).")
+    sweep = Sweep(path, jobs)
+    keys = sorted({k for job in jobs for k in job.config}, key=_key_order)
+    for key in keys:
+        values: list[Any] = []
+        for job in jobs:
+            value = job.config.get(key)
+            if value not in values:
+                values.append(value)
+        if len(values) == 1:
+            sweep.fixed[key] = values[0]
+        else:
+            sweep.benchmarked[key] = values
+    return sweep
+
+
+_ORDER = ("quantization", "operators", "exclusion", "calibration")
+
+
+def _key_order(key: str) -> tuple[int, str]:
+    head = key.split(".", 1)[0]
+    return (_ORDER.index(head) if head in _ORDER else len(_ORDER), key)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" :-: " for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _code(value: Any) -> str:
+    return f"`{fmt(value)}`"
+
+
+def _fixed_list(fixed: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    groups: dict[str, list[tuple[str, Any]]] = {}
+    for key, value in fixed.items():
+        head, _, rest = key.partition(".")
+        groups.setdefault(head, []).append((rest, value))
+    for head, items in groups.items():
+        if len(items) == 1 and items[0][0] == "":
+            lines.append(f"* **{head}**: {_code(items[0][1])}")
+            continue
+        lines.append(f"* **{head}**:")
+        lines.extend(f"    * **{rest}**: {_code(value)}" for rest, value in items)
+    return lines
+
+
+def _first(sweep: Sweep) -> dict[str, Any]:
+    return sweep.finished[0].results if sweep.finished else {}  # type: ignore[return-value]
+
+
+def render_card(sweep: Sweep) -> str:
+    first = _first(sweep)
+    task = sweep.fixed.get("task", "token-classification")
+    dataset = str(sweep.fixed.get("dataset.path", "dataset"))
+    model_type = first.get("export", {}).get("model_type", "transformer")
+    front = {
+        "pipeline_tag": task,
+        "datasets": [Path(dataset).name or dataset],
+        "metrics": list(METRICS),
+        "tags": [model_type, "onnxruntime", "quantization"],
+    }
+    env = first.get("environment", {})
+    timing = first.get("timing", {})
+    quantization = first.get("quantization", {})
+    backend_args = {
+        "cpu": env.get("cpu_model"),
+        "physical_cores": env.get("physical_cores"),
+        "intra_op_threads": timing.get("intra_op_threads"),
+        "supported_instructions": quantization.get("instruction_set"),
+    }
+    limit = sweep.fixed.get("dataset.max_eval_samples")
+    samples = first.get("original", {}).get("num_samples")
+    count = f"All dataset ({samples} sentences)" if limit is None else str(limit)
+    out = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", ""]
+    out += [
+        f"**task**: `{task}`",
+        "",
+        f"**Backend:** `onnxruntime {env.get('packages', {}).get('onnxruntime', '')}`",
+        "",
+        f"**Backend args:** `{backend_args}`",
+        "",
+        f"**Number of evaluation samples:** `{count}`",
+        "",
+        "Fixed parameters:",
+        "",
+        *_fixed_list(sweep.fixed),
+        "",
+        "Benchmarked parameters:",
+        "",
+        *[
+            f"* **{key}**: " + ", ".join(_code(v) for v in values)
+            for key, values in sweep.benchmarked.items()
+        ],
+        "",
+        "# Evaluation",
+        "",
+        "## Non-time metrics",
+        "",
+    ]
+    keys = list(sweep.benchmarked)
+    rows = []
+    for job in sweep.finished:
+        assert job.results is not None
+        row = [_code(v) for v in sweep.label(job)]
+        for metric in METRICS:
+            row += [f"{job.results['original'][metric]:.3f}", f"{job.results['quantized'][metric]:.3f}"]
+        rows.append(row)
+    header = keys + [f"{m} ({side})" for m in METRICS for side in ("original", "optimized")]
+    out += [_table(header, rows), ""]
+
+    out += ["## Time metrics", ""]
+    if first:
+        out += [
+            f"Time benchmarks were run for {timing['duration_s']:g} seconds per model and shape, original and "
+            f"optimized taking turns in {timing['windows']} alternating windows in the same process "
+            f"({timing['intra_op_threads']} intra-op threads). Latency is the mean time of one forward pass in "
+            "milliseconds; throughput is in samples (sequences) per second, i.e. forward passes per second times "
+            "the batch size. Speed-up is original latency / optimized latency; the range gives its lowest and "
+            "highest value across the windows.",
+            "",
+        ]
+        for shape_index, shape in enumerate(timing["shapes"]):
+            out += [
+                f"Below, time metrics for batch size = {shape['batch_size']}, input length = {shape['input_length']}.",
+                "",
+            ]
+            rows = []
+            for job in sweep.finished:
+                assert job.results is not None
+                s = job.results["timing"]["shapes"][shape_index]
+                rows.append(
+                    [_code(v) for v in sweep.label(job)]
+                    + [
+                        f"{s['original']['mean_ms']:.2f}",
+                        f"{s['quantized']['mean_ms']:.2f}",
+                        f"{s['original']['throughput_samples_per_s']:.2f}",
+                        f"{s['quantized']['throughput_samples_per_s']:.2f}",
+                        f"{s['speedup']:.2f}",
+                        f"{min(s['window_speedups']):.2f} to {max(s['window_speedups']):.2f}",
+                    ]
+                )
+            header = [
+                *keys,
+                "latency_mean (original, ms)",
+                "latency_mean (optimized, ms)",
+                "throughput (original, samples/s)",
+                "throughput (optimized, samples/s)",
+                "speed-up",
+                "speed-up range",
+            ]
+            out += [_table(header, rows), ""]
+
+    out += ["## Quantized graphs", ""]
+    rows = []
+    notes = []
+    for job in sweep.finished:
+        assert job.results is not None
+        graph = job.results["graph"]
+        by_type = ", ".join(f"{op}: {n}" for op, n in graph["nodes_quantized_by_op_type"].items()) or "none"
+        rows.append(
+            [_code(v) for v in sweep.label(job)]
+            + [
+                f"{graph['nodes_quantized']} of {graph['candidate_nodes']}",
+                by_type,
+                str(len(graph["nodes_excluded"])),
+                f"{graph['original_size_mb']:.2f}",
+                f"{graph['quantized_size_mb']:.2f}",
+            ]
+        )
+        if graph["nothing_quantized"]:
+            notes.append(f"* `{job.name}`: {graph['note']}")
+    out += [
+        _table(
+            [
+                *keys,
+                "nodes quantized",
+                "by op type",
+                "nodes excluded",
+                "size original (MB)",
+                "size optimized (MB)",
+            ],
+            rows,
+        ),
+        "",
+    ]
+    if notes:
+        out += [
+            "Configurations that quantized nothing (their timings compare the fp32 model with itself):",
+            "",
+            *notes,
+            "",
+        ]
+    if sweep.failed:
+        out += ["## Failed jobs", ""]
+        out += [f"* `{job.name}`: {job.error}" for job in sweep.failed]
+        out += [""]
+    out += [
+        "## Plots",
+        "",
+        f"![F1 against speed-up]({PARETO_PLOT})",
+        "",
+        f"![Latency against input length]({LATENCY_PLOT})",
+        "",
+    ]
+    return "\n".join(out)
+
+
+CSV_COLUMNS = (
+    "job",
+    "batch_size",
+    "input_length",
+    *[f"{m}_{side}" for m in METRICS for side in ("original", "optimized")],
+    "latency_mean_ms_original",
+    "latency_mean_ms_optimized",
+    "latency_p50_ms_original",
+    "latency_p50_ms_optimized",
+    "latency_p90_ms_original",
+    "latency_p90_ms_optimized",
+    "latency_p99_ms_original",
+    "latency_p99_ms_optimized",
+    "throughput_samples_per_s_original",
+    "throughput_samples_per_s_optimized",
+    "speedup",
+    "speedup_window_min",
+    "speedup_window_max",
+    "nodes_quantized",
+    "nodes_excluded",
+    "size_mb_original",
+    "size_mb_optimized",
+    "nothing_quantized",
+)
+
+
+def render_csv(sweep: Sweep) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow([*sweep.benchmarked, *CSV_COLUMNS])
+    for job in sweep.finished:
+        r = job.results
+        assert r is not None
+        for s in r["timing"]["shapes"]:
+            o, q = s["original"], s["quantized"]
+            writer.writerow(
+                [
+                    *sweep.label(job),
+                    job.name,
+                    s["batch_size"],
+                    s["input_length"],
+                    *[r[side][m] for m in METRICS for side in ("original", "quantized")],
+                    o["mean_ms"],
+                    q["mean_ms"],
+                    o["p50_ms"],
+                    q["p50_ms"],
+                    o["p90_ms"],
+                    q["p90_ms"],
+                    o["p99_ms"],
+                    q["p99_ms"],
+                    o["throughput_samples_per_s"],
+                    q["throughput_samples_per_s"],
+                    s["speedup"],
+                    min(s["window_speedups"]),
+                    max(s["window_speedups"]),
+                    r["graph"]["nodes_quantized"],
+                    len(r["graph"]["nodes_excluded"]),
+                    r["graph"]["original_size_mb"],
+                    r["graph"]["quantized_size_mb"],
+                    r["graph"]["nothing_quantized"],
+                ]
+            )
+    return buffer.getvalue()
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points no other point beats on both axes (higher is better on both)."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        if not any(
+            (x2 >= x and y2 >= y) and (x2 > x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i
+        ):
+            front.append(i)
+    return front
+
+
+def _short(job: JobRecord) -> str:
+    return job.name.rsplit("-", 1)[0] if len(job.name.split("-")) > 3 else job.name
+
+
+def plot_pareto(sweep: Sweep, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    jobs = sweep.finished
+    colors = plt.get_cmap("tab10")
+    batch_sizes = sorted({s["batch_size"] for s in jobs[0].results["timing"]["shapes"]})  # type: ignore[index]
+    fig, axes = plt.subplots(1, len(batch_sizes), figsize=(5.5 * len(batch_sizes), 4.5), squeeze=False)
+    for ax, batch in zip(axes[0], batch_sizes, strict=True):
+        points = []
+        for job in jobs:
+            assert job.results is not None
+            ups = [s["speedup"] for s in job.results["timing"]["shapes"] if s["batch_size"] == batch]
+            points.append(
+                (math.exp(sum(math.log(u) for u in ups) / len(ups)), job.results["quantized"]["f1"])
+            )
+        front = set(pareto_front(points))
+        for i, (job, (x, y)) in enumerate(zip(jobs, points, strict=True)):
+            edge = "black" if i in front else "none"
+            ax.scatter(
+                x, y, color=colors(i % 10), edgecolors=edge, linewidths=1.5, s=60, zorder=3, label=_short(job)
+            )
+        ordered = sorted((points[i] for i in front), key=lambda p: p[0])
+        ax.plot(
+            [p[0] for p in ordered],
+            [p[1] for p in ordered],
+            color="tab:red",
+            linestyle="--",
+            label="Pareto front",
+        )
+        f1_original = jobs[0].results["original"]["f1"]  # type: ignore[index]
+        ax.axhline(f1_original, color="gray", linestyle=":", label="original F1")
+        ax.axvline(1.0, color="gray", linewidth=0.5)
+        ax.set_title(f"batch size {batch}")
+        ax.set_xlabel("speed-up (geometric mean over input lengths)")
+        ax.set_ylabel("F1 (optimized)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=7, title="black ring: on the Pareto front")
+    fig.tight_layout(rect=(0, 0, 0.8, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_latency(sweep: Sweep, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    jobs = sweep.finished
+    shapes = jobs[0].results["timing"]["shapes"]  # type: ignore[index]
+    batch_sizes = sorted({s["batch_size"] for s in shapes})
+    fig, axes = plt.subplots(1, len(batch_sizes), figsize=(5.5 * len(batch_sizes), 4.5), squeeze=False)
+    for ax, batch in zip(axes[0], batch_sizes, strict=True):
+        lengths = sorted({s["input_length"] for s in shapes if s["batch_size"] == batch})
+        originals: dict[int, list[float]] = {n: [] for n in lengths}
+        for job in jobs:
+            assert job.results is not None
+            mine = {s["input_length"]: s for s in job.results["timing"]["shapes"] if s["batch_size"] == batch}
+            ax.plot(
+                lengths, [mine[n]["quantized"]["mean_ms"] for n in lengths], marker="o", label=_short(job)
+            )
+            for n in lengths:
+                originals[n].append(mine[n]["original"]["mean_ms"])
+        median = [sorted(v)[len(v) // 2] for v in originals.values()]
+        ax.plot(
+            lengths, median, color="black", linewidth=2.5, linestyle="--", label="original (median over jobs)"
+        )
+        ax.set_title(f"batch size {batch}")
+        ax.set_xlabel("input length (tokens)")
+        ax.set_ylabel("mean latency (ms)")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+@dataclass
+class ReportFiles:
+    card: Path
+    csv: Path
+    plots: list[Path]
+
+
+def build_report(sweep_dir: Path) -> ReportFiles:
+    sweep = load_sweep(sweep_dir)
+    card = sweep_dir / CARD_FILE
+    atomic_write_text(card, render_card(sweep))
+    table = sweep_dir / CSV_FILE
+    atomic_write_text(table, render_csv(sweep))
+    plots: list[Path] = []
+    if sweep.finished:
+        plot_pareto(sweep, sweep_dir / PARETO_PLOT)
+        plot_latency(sweep, sweep_dir / LATENCY_PLOT)
+        plots = [sweep_dir / PARETO_PLOT, sweep_dir / LATENCY_PLOT]
+    log.info("Sweep report: %s (%d jobs, %d failed)", card, len(sweep.jobs), len(sweep.failed))
+    return ReportFiles(card, table, plots)
+
+
+class ReportCallback(Callback):
+    """Builds the report when a ``--multirun`` ends, failed jobs included."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            files = build_report(sweep_dir)
+        except Exception as error:  # a report problem must not hide the sweep's own outcome
+            log.error("Could not build the sweep report for %s: %s", sweep_dir, error)
+            return
+        print(f"Sweep report: {files.card}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    parser = argparse.ArgumentParser(
+        prog="quantsweep-report",
+        description="Write README.md (the card), results.csv and plots into a sweep folder.",
+    )
+    parser.add_argument("sweep", type=Path, help="a sweep folder (one subfolder per job)")
+    args = parser.parse_args(argv)
+    files = build_report(args.sweep)
+    print(files.card)
+
+
+if __name__ == "__main__":
+    main()
