@@ -176,3 +176,25 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
     assert composed["operators"]["operators_to_quantize"] == ["Add"]
     assert composed["framework_args"] == {"opset": 11, "optimization_level": 1}
     assert not list(tmp_path.rglob("results.json"))
+
+
+@pytest.mark.slow
+def test_a_failed_job_is_listed_in_the_card_and_the_others_finish(tmp_path, distilbert_dir, conll_dir):
+    sweep = tmp_path / "sweep"
+    fast = [a for a in FAST if not a.startswith("benchmark.duration")]
+    args = [
+        "--multirun",
+        *data_args(distilbert_dir, conll_dir),
+        *fast,
+        "benchmark.duration=0.04,-1",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    result = quantsweep(tmp_path, *args, check=False)
+    assert result.returncode != 0  # the sweep reports its failure
+    finished = [p for p in sweep.iterdir() if (p / "results.json").is_file()]
+    failed = [p for p in sweep.iterdir() if (p / "error.txt").is_file()]
+    assert len(finished) == 1 and len(failed) == 1
+    assert "benchmark.duration" in (failed[0] / "error.txt").read_text()
+    card = (sweep / "README.md").read_text()
+    assert "## Failed jobs" in card and failed[0].name in card
+    assert "## Non-time metrics" in card

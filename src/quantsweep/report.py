@@ -497,16 +497,30 @@ def build_report(sweep_dir: Path) -> ReportFiles:
 
 
 class ReportCallback(Callback):
-    """Builds the report when a ``--multirun`` ends, failed jobs included."""
+    """Keeps a sweep's report current: rebuilt after every job and when the sweep ends.
+
+    Rebuilding after each job matters because Hydra skips ``on_multirun_end`` when a job
+    failed (its exception ends the sweep): the card must still appear, failures listed.
+    """
+
+    def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
+        from hydra.types import RunMode
+
+        if config.hydra.mode == RunMode.MULTIRUN:
+            self._build(Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
+        files = self._build(Path(config.hydra.sweep.dir))
+        if files is not None:
+            print(f"Sweep report: {files.card}")
+
+    @staticmethod
+    def _build(sweep_dir: Path) -> ReportFiles | None:
         try:
-            files = build_report(sweep_dir)
+            return build_report(sweep_dir)
         except Exception as error:  # a report problem must not hide the sweep's own outcome
             log.error("Could not build the sweep report for %s: %s", sweep_dir, error)
-            return
-        print(f"Sweep report: {files.card}")
+            return None
 
 
 def main(argv: list[str] | None = None) -> None:
