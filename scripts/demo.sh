@@ -13,3 +13,5 @@ echo
 echo "Demo finished in $(( $(date +%s) - start )) s."
 echo "Demo model and corpus: outputs/demo/  (validation F1 in outputs/demo/model/quantsweep-demo.json)"
 echo "Sweep results (one folder per job, each with results.json): $sweep_dir"
+echo "The sweep's card: $sweep_dir/README.md (with results.csv and plots beside it)"
+echo "MLflow store: outputs/mlflow.db; browse it with: .venv/bin/mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db --host 127.0.0.1"

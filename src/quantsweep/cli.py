@@ -119,7 +119,29 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         print(f"\nquantsweep: {error}", file=sys.stderr)
         sys.exit(2)
     (job_dir / ERROR_FILE).unlink(missing_ok=True)
+    if run_config.mlflow.enabled:
+        sweep_dir = Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+        track(job_dir, run_config, sweep_dir)
     return outcome.results
+
+
+def track(job_dir: Path, run_config: RunConfig, sweep_dir: Path | None) -> None:
+    """Log the finished job to MLflow; an unreachable server costs nothing already on disk."""
+    from quantsweep.tracking import log_job, tracking_uri
+
+    try:
+        run_id = log_job(job_dir, run_config.mlflow, sweep_dir)
+    except Exception as error:
+        log.warning(
+            "Could not log to MLflow at %s (%s: %s). The results are safe in %s; log them later with: quantsweep-log %s",
+            tracking_uri(run_config.mlflow),
+            type(error).__name__,
+            error,
+            job_dir,
+            sweep_dir or job_dir,
+        )
+        return
+    log.info("Logged to MLflow %s: run %s", tracking_uri(run_config.mlflow), run_id)
 
 
 def record_failure(job_dir: Path, error: BaseException) -> None:

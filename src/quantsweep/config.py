@@ -298,6 +298,18 @@ class BenchmarkConfig:
 
 
 @dataclass
+class MlflowConfig:
+    """Where finished jobs are logged. The job folder stays the source of truth."""
+
+    enabled: bool = True
+    # null: the embedded store, sqlite:///outputs/mlflow.db (artifacts in outputs/mlartifacts);
+    # or an http(s):// tracking server, or a SageMaker managed MLflow ARN (sagemaker-mlflow plugin)
+    tracking_uri: str | None = None
+    # null: "quantsweep <model> on <dataset>"
+    experiment_name: str | None = None
+
+
+@dataclass
 class RunConfig:
     """Everything one quantization run needs; the root of the Hydra config."""
 
@@ -315,6 +327,7 @@ class RunConfig:
     framework_args: FrameworkArgs = field(default_factory=FrameworkArgs)
     aware_training: bool = False
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     # rows per batch when evaluating either model
     eval_batch_size: int = 32
     seed: int = 42

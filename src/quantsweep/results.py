@@ -30,10 +30,18 @@ def atomic_write_text(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    # mkstemp creates files readable by the owner only; results are meant to be shared
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 @dataclass
@@ -97,6 +105,7 @@ class TimingResult:
     inter_op_threads: int
     execution_mode: str
     graph_optimization_level: str
+    allow_spinning: bool
     input_description: str
     shapes: list[ShapeTiming]
 

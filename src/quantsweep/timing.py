@@ -140,6 +140,7 @@ def time_models(
         inter_op_threads=settings.inter_op_threads,
         execution_mode=settings.execution_mode,
         graph_optimization_level=settings.graph_optimization_level,
+        allow_spinning=settings.allow_spinning,
         input_description=INPUT_DESCRIPTION,
         shapes=timings,
     )
