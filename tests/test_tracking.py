@@ -42,11 +42,21 @@ def mlflow_server(tmp_path):
     assert mlflow, "the mlflow command is installed with quantsweep"
     process = subprocess.Popen(
         [
-            mlflow, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination", str(tmp_path / "server-artifacts"),
+            mlflow,
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
         ],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -71,26 +81,42 @@ def mlflow_server(tmp_path):
 
 def rest(url: str, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
     data = json.dumps(payload).encode() if payload is not None else None
-    request = urllib.request.Request(f"{url}/api/2.0/mlflow/{path}", data=data, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{url}/api/2.0/mlflow/{path}", data=data, headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         result: dict[str, Any] = json.loads(response.read())
         return result
 
 
 def runs_of(url: str, experiment_id: str) -> list[dict[str, Any]]:
-    return list(rest(url, "runs/search", {"experiment_ids": [experiment_id], "max_results": 100}).get("runs", []))
+    return list(
+        rest(url, "runs/search", {"experiment_ids": [experiment_id], "max_results": 100}).get("runs", [])
+    )
 
 
 @pytest.mark.slow
 def test_sweep_logs_parent_and_children_to_a_real_server(tmp_path, mlflow_server, distilbert_dir, conll_dir):
     sweep = tmp_path / "sweep"
     args = [
-        "--multirun", f"model_name_or_path={distilbert_dir}", f"dataset.path={conll_dir}", *FAST,
-        "quantization=dynamic,static", f"mlflow.tracking_uri={mlflow_server}", "mlflow.experiment_name=tracking-test",
+        "--multirun",
+        f"model_name_or_path={distilbert_dir}",
+        f"dataset.path={conll_dir}",
+        *FAST,
+        "quantization=dynamic,static",
+        f"mlflow.tracking_uri={mlflow_server}",
+        "mlflow.experiment_name=tracking-test",
         f"hydra.sweep.dir={sweep}",
     ]
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    subprocess.run([sys.executable, "-m", "quantsweep.cli", *args], cwd=tmp_path, check=True, capture_output=True, env=env, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "quantsweep.cli", *args],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=600,
+    )
 
     experiment = rest(mlflow_server, "experiments/get-by-name?experiment_name=tracking-test")["experiment"]
     runs = runs_of(mlflow_server, experiment["experiment_id"])
@@ -109,8 +135,14 @@ def test_sweep_logs_parent_and_children_to_a_real_server(tmp_path, mlflow_server
         names.add(child["info"]["run_name"])
         assert params["model_name_or_path"] == str(distilbert_dir)
         assert params["framework_args.opset"] == "11" and params["choice.operators"] == "add_matmul"
-        assert metrics["eval/original/f1"] == pytest.approx(metrics["eval/quantized/f1"] - metrics["eval/delta/f1"])
-        assert {"time/bs1_len0008/speedup", "time/bs1_len0016/original/mean_ms", "graph/nodes_quantized"} <= set(metrics)
+        assert metrics["eval/original/f1"] == pytest.approx(
+            metrics["eval/quantized/f1"] - metrics["eval/delta/f1"]
+        )
+        assert {
+            "time/bs1_len0008/speedup",
+            "time/bs1_len0016/original/mean_ms",
+            "graph/nodes_quantized",
+        } <= set(metrics)
     assert names == {"dynamic-add_matmul-none", "static-add_matmul-none-minmax"}
 
     # the ONNX models come back from the server and run in ONNX Runtime
@@ -118,11 +150,18 @@ def test_sweep_logs_parent_and_children_to_a_real_server(tmp_path, mlflow_server
     import numpy as np
     import onnxruntime as ort
 
+    mlflow.set_tracking_uri(mlflow_server)
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)
     run_id = children[0]["info"]["run_id"]
+    run_tags = client.get_run(run_id).data.tags
     for label in ("original_model", "quantized_model"):
-        model_uri = f"runs:/{run_id}/{label}"
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(tmp_path / label), tracking_uri=mlflow_server))
+        model_uri = run_tags[f"quantsweep.{label}_uri"]
+        assert model_uri.startswith("models:/")
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=model_uri, dst_path=str(tmp_path / label), tracking_uri=mlflow_server
+            )
+        )
         onnx_file = next(local.rglob("*.onnx"))
         session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
         feeds = {i.name: np.ones((1, 6), dtype=np.int64) for i in session.get_inputs()}
@@ -131,16 +170,37 @@ def test_sweep_logs_parent_and_children_to_a_real_server(tmp_path, mlflow_server
     assert {"job/results.json", "job/quantsweep.log"} <= artifacts
 
     # re-logging the sweep from disk is idempotent: no new runs
-    subprocess.run([sys.executable, "-m", "quantsweep.tracking", str(sweep)], check=True, capture_output=True, env=env, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "quantsweep.tracking", str(sweep)],
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=300,
+    )
     assert len(runs_of(mlflow_server, experiment["experiment_id"])) == len(runs)
 
 
 def test_unreachable_server_loses_nothing(tmp_path, distilbert_dir, conll_dir):
     job = tmp_path / "job"
     dead = f"http://127.0.0.1:{free_port()}"
-    args = [f"model_name_or_path={distilbert_dir}", f"dataset.path={conll_dir}", *FAST, f"mlflow.tracking_uri={dead}", f"hydra.run.dir={job}"]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="2")
-    result = subprocess.run([sys.executable, "-m", "quantsweep.cli", *args], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    args = [
+        f"model_name_or_path={distilbert_dir}",
+        f"dataset.path={conll_dir}",
+        *FAST,
+        f"mlflow.tracking_uri={dead}",
+        f"hydra.run.dir={job}",
+    ]
+    env = dict(
+        os.environ, HF_HUB_OFFLINE="1", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="2"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "quantsweep.cli", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert result.returncode == 0
     assert (job / "results.json").is_file()
     log_text = (job / "quantsweep.log").read_text()
@@ -151,17 +211,42 @@ def test_embedded_store_by_default_and_secrets_redacted(tmp_path, distilbert_dir
     import mlflow
 
     job = tmp_path / "job"
-    args = [f"model_name_or_path={distilbert_dir}", f"dataset.path={conll_dir}", *FAST, f"hydra.run.dir={job}", "+hub_token=hf_secret_value"]
+    args = [
+        f"model_name_or_path={distilbert_dir}",
+        f"dataset.path={conll_dir}",
+        *FAST,
+        f"hydra.run.dir={job}",
+        "+hub_token=hf_secret_value",
+    ]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    result = subprocess.run([sys.executable, "-m", "quantsweep.cli", *args], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
-    # the schema refuses unknown keys, so a token can't ride along in the config at all
-    assert result.returncode != 0 and "hub_token" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "quantsweep.cli", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    # a token can't ride along in the config: refused, and scrubbed from what Hydra saved
+    assert result.returncode == 2 and "unknown key `hub_token`" in result.stderr
+    for saved in (job / ".hydra").glob("*.yaml"):
+        assert "hf_secret_value" not in saved.read_text()
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()
     assert redact({"dataset.token": "abc", "aws_secret_access_key": "x", "model_name_or_path": "m"}) == {
-        "dataset.token": "***", "aws_secret_access_key": "***", "model_name_or_path": "m",
+        "dataset.token": "***",
+        "aws_secret_access_key": "***",
+        "model_name_or_path": "m",
     }
 
     args = args[:-1]
-    subprocess.run([sys.executable, "-m", "quantsweep.cli", *args], cwd=tmp_path, check=True, capture_output=True, env=env, timeout=600)
+    subprocess.run(
+        [sys.executable, "-m", "quantsweep.cli", *args],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=600,
+    )
     store = tmp_path / "outputs" / "mlflow.db"
     assert store.is_file() and (tmp_path / "outputs" / "mlartifacts").is_dir()
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}")
@@ -169,19 +254,50 @@ def test_embedded_store_by_default_and_secrets_redacted(tmp_path, distilbert_dir
     assert experiment is not None
     [run] = client.search_runs([experiment.experiment_id])
     assert run.info.run_name == "dynamic-add_matmul-none"
-    assert run.data.metrics["eval/original/accuracy"] == pytest.approx(json.loads((job / "results.json").read_text())["original"]["accuracy"])
+    assert run.data.metrics["eval/original/accuracy"] == pytest.approx(
+        json.loads((job / "results.json").read_text())["original"]["accuracy"]
+    )
 
 
 def test_metric_names_sort_by_shape():
     results = {
         "original": dict.fromkeys(("precision", "recall", "f1", "accuracy"), 0.5),
         "quantized": dict.fromkeys(("precision", "recall", "f1", "accuracy"), 0.25),
-        "timing": {"shapes": [{"batch_size": 8, "input_length": 128, "speedup": 2.0, "window_speedups": [1.5, 2.5],
-                               **{side: dict.fromkeys(("mean_ms", "p50_ms", "p90_ms", "p99_ms", "throughput_samples_per_s", "forward_passes_per_s"), 1.0) for side in ("original", "quantized")}}]},
-        "graph": {"nodes_quantized": 3, "nodes_excluded": ["a"], "original_size_mb": 2.0, "quantized_size_mb": 1.0},
+        "timing": {
+            "shapes": [
+                {
+                    "batch_size": 8,
+                    "input_length": 128,
+                    "speedup": 2.0,
+                    "window_speedups": [1.5, 2.5],
+                    **{
+                        side: dict.fromkeys(
+                            (
+                                "mean_ms",
+                                "p50_ms",
+                                "p90_ms",
+                                "p99_ms",
+                                "throughput_samples_per_s",
+                                "forward_passes_per_s",
+                            ),
+                            1.0,
+                        )
+                        for side in ("original", "quantized")
+                    },
+                }
+            ]
+        },
+        "graph": {
+            "nodes_quantized": 3,
+            "nodes_excluded": ["a"],
+            "original_size_mb": 2.0,
+            "quantized_size_mb": 1.0,
+        },
     }
     metrics = metrics_of(results)
     assert metrics["eval/delta/f1"] == -0.25
-    assert metrics["time/bs8_len0128/speedup"] == 2.0 and metrics["time/bs8_len0128/speedup_window_min"] == 1.5
+    assert (
+        metrics["time/bs8_len0128/speedup"] == 2.0 and metrics["time/bs8_len0128/speedup_window_min"] == 1.5
+    )
     assert metrics["graph/nodes_excluded"] == 1.0
     assert MlflowConfig().enabled

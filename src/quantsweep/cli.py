@@ -70,6 +70,13 @@ _register()
 
 def to_run_config(cfg: DictConfig) -> RunConfig:
     """The typed config; raises ConfigError with a message for the user."""
+    known = set(RunConfig.__dataclass_fields__)
+    unknown = [str(k) for k in cfg if str(k) not in known]
+    if unknown:  # `+key=value` can add keys the schema does not know; nothing reads them
+        raise ConfigError(
+            f"Invalid configuration: unknown key `{unknown[0]}`; quantsweep's keys are {', '.join(sorted(known))}. "
+            "Credentials never go in the config: use the usual environment variables (HF_TOKEN, AWS_*)."
+        )
     try:
         run_config = OmegaConf.to_object(cfg)
     except ConfigError:
@@ -99,6 +106,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     job_dir = Path(hydra_cfg.runtime.output_dir)
+    scrub_saved_config(job_dir / hydra_cfg.output_subdir if hydra_cfg.output_subdir else None)
     choices = {g: str(hydra_cfg.runtime.choices.get(g)) for g in GROUPS if hydra_cfg.runtime.choices.get(g)}
     try:
         run_config = to_run_config(cfg)
@@ -142,6 +150,33 @@ def track(job_dir: Path, run_config: RunConfig, sweep_dir: Path | None) -> None:
         )
         return
     log.info("Logged to MLflow %s: run %s", tracking_uri(run_config.mlflow), run_id)
+
+
+def scrub_saved_config(folder: Path | None) -> None:
+    """Redact secret-looking values from the config files Hydra saved before the job started."""
+    from quantsweep.tracking import SECRET_KEY
+
+    if folder is None or not folder.is_dir():
+        return
+    from quantsweep.results import atomic_write_text
+
+    for path in folder.glob("*.yaml"):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        scrubbed = [_scrub_line(line, SECRET_KEY) for line in lines]
+        if scrubbed != lines:
+            atomic_write_text(path, "\n".join(scrubbed) + "\n")
+
+
+def _scrub_line(line: str, secret: re.Pattern[str]) -> str:
+    """Blank the value of every `key: value` or `key=value` whose key names a secret."""
+
+    def blank(match: re.Match[str]) -> str:
+        key = match.group(1)
+        return f"{key}{match.group(2)}'***'" if secret.search(key) else match.group(0)
+
+    value = r"('[^']*'|\"[^\"]*\"|[^,\s]+)"
+    line = re.sub(r"([\w.+~-]+)(=)" + value, blank, line)  # overrides: a=b,c=d
+    return re.sub(r"([\w.+~-]+)(: )" + value, blank, line)  # YAML: key: value
 
 
 def record_failure(job_dir: Path, error: BaseException) -> None:

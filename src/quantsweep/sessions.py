@@ -44,6 +44,10 @@ def create_session(model_path: Path, settings: SessionSettings) -> ort.Inference
         if settings.execution_mode == "sequential"
         else ort.ExecutionMode.ORT_PARALLEL
     )
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.allow_spinning else "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "1" if settings.allow_spinning else "0")
+    options.add_session_config_entry(
+        "session.intra_op.allow_spinning", "1" if settings.allow_spinning else "0"
+    )
+    options.add_session_config_entry(
+        "session.inter_op.allow_spinning", "1" if settings.allow_spinning else "0"
+    )
     return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])

@@ -27,13 +27,15 @@ RUN_KEY_TAG = "quantsweep.run_key"
 SWEEP_KEY_TAG = "quantsweep.sweep_key"
 DEFAULT_TRACKING_URI = "sqlite:///outputs/mlflow.db"
 DEFAULT_ARTIFACTS = "outputs/mlartifacts"
-_SECRET = re.compile(r"(token|secret|password|passwd|credential|api[_-]?key|access[_-]?key)", re.IGNORECASE)
+SECRET_KEY = re.compile(
+    r"(token|secret|password|passwd|credential|api[_-]?key|access[_-]?key)", re.IGNORECASE
+)
 _MAX_PARAM = 6000
 
 
 def redact(flat: dict[str, Any]) -> dict[str, Any]:
     """Values under keys that name secrets never leave the machine."""
-    return {k: ("***" if _SECRET.search(k) and v not in (None, "") else v) for k, v in flat.items()}
+    return {k: ("***" if SECRET_KEY.search(k) and v not in (None, "") else v) for k, v in flat.items()}
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -112,16 +114,23 @@ def _find_run(client: Any, experiment_id: str, tag: str, value: str) -> str | No
     return runs[0].info.run_id if runs else None
 
 
-def _signature(model_path: Path) -> Any:
-    """An MLflow signature from one real inference on a small synthetic batch."""
+def _signature(model: Any) -> Any:
+    """The MLflow signature read from the ONNX graph's own inputs and outputs."""
     import numpy as np
-    import onnxruntime as ort
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+    from onnx import helper
 
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    inputs = {i.name: np.ones((1, 8), dtype=np.int64) for i in session.get_inputs()}
-    outputs = session.run(None, inputs)
-    return infer_signature(inputs, outputs[0])
+    initializers = {i.name for i in model.graph.initializer}
+
+    def spec(value: Any) -> Any:
+        tensor = value.type.tensor_type
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type))
+        shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim)
+        return TensorSpec(dtype, shape, value.name)
+
+    inputs = [spec(v) for v in model.graph.input if v.name not in initializers]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema([spec(v) for v in model.graph.output]))
 
 
 def log_job(job_dir: Path, settings: MlflowConfig, sweep_dir: Path | None = None) -> str:
@@ -193,7 +202,12 @@ def log_job(job_dir: Path, settings: MlflowConfig, sweep_dir: Path | None = None
         for label, file in (("original_model", "model.onnx"), ("quantized_model", "model_quantized.onnx")):
             path = job_dir / file
             if path.is_file():
-                mlflow.onnx.log_model(onnx.load(str(path)), name=label, signature=_signature(path))
+                model = onnx.load(str(path))
+                info = mlflow.onnx.log_model(
+                    model, name=label, signature=_signature(model), save_as_external_data=False
+                )
+                # MLflow 3 keeps models apart from run artifacts; the tag leads from the run to them
+                mlflow.set_tag(f"quantsweep.{label}_uri", info.model_uri)
         return str(run.info.run_id)
 
 
