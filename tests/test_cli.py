@@ -19,6 +19,7 @@ FAST = [
     "benchmark.windows=2",
     "benchmark.threads=1",
     "calibration.num_calibration_samples=16",
+    "mlflow.enabled=false",  # tracking has its own tests (test_tracking.py)
 ]
 
 

@@ -42,6 +42,7 @@ def template_job(tmp_path_factory, distilbert_dir, conll_dir) -> Path:
         "benchmark.input_lengths=[8,16]",
         "benchmark.warmup=0",
         "benchmark.windows=2",
+        "mlflow.enabled=false",
         f"hydra.run.dir={job}",
     ]
     subprocess.run(
