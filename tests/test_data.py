@@ -86,3 +86,13 @@ def test_integer_tags_without_names_use_label_names_or_the_conll_order(tmp_path)
     assert load_split(custom, "validation").tags == [["B-X", "O", "B-Z"]]
     with pytest.raises(DataError, match=r"holds the id 5, but only 3 tag names"):
         load_split(DatasetConfig(path=str(tmp_path), label_names=["O", "B-X", "I-X"]), "validation")
+
+
+def test_conll_files_load_through_datasets_builder_when_available(conll_dir):
+    from importlib.util import find_spec
+
+    data = load_split(DatasetConfig(path=str(conll_dir / "train.txt")), "train")
+    ours = read_conll(conll_dir / "train.txt")
+    assert data.tokens == ours["tokens"] and data.tags == ours["ner_tags"]
+    if find_spec("datasets.packaged_modules.conll") is not None:
+        assert "datasets conll builder" in data.source

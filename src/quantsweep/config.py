@@ -402,6 +402,18 @@ def check_opset(opset: int) -> None:
         )
 
 
+def flatten(tree: dict[str, Any], prefix: str = "", whole: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A nested config as dotted keys; mappings named in ``whole`` stay one value."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value and key not in whole:
+            flat.update(flatten(value, f"{dotted}.", whole))
+        else:
+            flat[dotted] = value
+    return flat
+
+
 def register_configs() -> None:
     """Register the schema so Hydra type-checks every composed config against it."""
     from hydra.core.config_store import ConfigStore

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from hydra.experimental.callback import Callback
 
+from quantsweep.config import flatten
 from quantsweep.results import ERROR_FILE, RESULTS_FILE, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -65,18 +66,6 @@ class Sweep:
         return [fmt(job.config.get(key)) for key in self.benchmarked]
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        # data_keys is a small mapping that reads better whole, as the seed card shows it
-        if isinstance(value, dict) and value and key != "data_keys":
-            flat.update(flatten(value, f"{dotted}."))
-        else:
-            flat[dotted] = value
-    return flat
-
-
 def fmt(value: Any) -> str:
     """Values as the seed card writes them: strings bare, lists and mappings as Python literals."""
     if isinstance(value, str):
@@ -102,7 +91,8 @@ def load_sweep(path: Path) -> Sweep:
                 if error_file.is_file()
                 else "no results.json: the job did not finish"
             )
-        flat = {k: v for k, v in flatten(config).items() if k not in _IGNORED_KEYS}
+        # data_keys is a small mapping that reads better whole, as the seed card shows it
+        flat = {k: v for k, v in flatten(config, whole=("data_keys",)).items() if k not in _IGNORED_KEYS}
         jobs.append(JobRecord(folder.name, folder, flat, results, error))
     if not jobs:
         raise FileNotFoundError(f"{path} holds no job folders (subfolders with .hydra/config.yaml).")

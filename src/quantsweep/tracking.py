@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from quantsweep.config import MlflowConfig
+from quantsweep.config import MlflowConfig, flatten
 from quantsweep.results import RESULTS_FILE
 
 log = logging.getLogger(__name__)
@@ -36,16 +36,6 @@ _MAX_PARAM = 6000
 def redact(flat: dict[str, Any]) -> dict[str, Any]:
     """Values under keys that name secrets never leave the machine."""
     return {k: ("***" if SECRET_KEY.search(k) and v not in (None, "") else v) for k, v in flat.items()}
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def experiment_name(settings: MlflowConfig, config: dict[str, Any]) -> str:
