@@ -301,3 +301,82 @@ def test_metric_names_sort_by_shape():
     )
     assert metrics["graph/nodes_excluded"] == 1.0
     assert MlflowConfig().enabled
+
+
+@pytest.mark.slow
+def test_reproduce_from_a_job_folder_and_from_an_mlflow_run(tmp_path, distilbert_dir, conll_dir):
+    import mlflow
+
+    job = tmp_path / "job"
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    args = [
+        f"model_name_or_path={distilbert_dir}",
+        f"dataset.path={conll_dir}",
+        *FAST,
+        "quantization=static",
+        f"mlflow.tracking_uri={store}",
+        f"hydra.run.dir={job}",
+    ]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    subprocess.run(
+        [sys.executable, "-m", "quantsweep.cli", *args],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        env=env,
+        timeout=600,
+    )
+
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "quantsweep.reproduce",
+            str(job),
+            "--out",
+            str(tmp_path / "again"),
+            "mlflow.enabled=false",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "evaluation: must be identical" in again.stdout and "DIFFERS" not in again.stdout
+    assert "timing: agrees within noise" in again.stdout
+    saved = json.loads((job / "results.json").read_text())
+    new = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert new["config"] == saved["config"] | {"mlflow": new["config"]["mlflow"]}
+    assert [new["quantized"][m] for m in ("precision", "recall", "f1", "accuracy")] == [
+        saved["quantized"][m] for m in ("precision", "recall", "f1", "accuracy")
+    ]
+
+    run_id = (
+        mlflow.MlflowClient(tracking_uri=store)
+        .search_runs([e.experiment_id for e in mlflow.MlflowClient(tracking_uri=store).search_experiments()])[
+            0
+        ]
+        .info.run_id
+    )
+    from_run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "quantsweep.reproduce",
+            run_id,
+            "--tracking-uri",
+            store,
+            "--out",
+            str(tmp_path / "from-run"),
+            "mlflow.enabled=false",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert from_run.returncode == 0, from_run.stdout + from_run.stderr
+    assert "DIFFERS" not in from_run.stdout

@@ -77,6 +77,14 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
             f"Invalid configuration: unknown key `{unknown[0]}`; quantsweep's keys are {', '.join(sorted(known))}. "
             "Credentials never go in the config: use the usual environment variables (HF_TOKEN, AWS_*)."
         )
+    if OmegaConf.get_type(cfg) is not RunConfig:
+        # a saved .hydra/config.yaml used as the primary config carries no schema: add it
+        try:
+            merged = OmegaConf.merge(OmegaConf.structured(RunConfig), cfg)
+        except Exception as error:
+            raise ConfigError(f"Invalid configuration: {error}") from error
+        assert isinstance(merged, DictConfig)
+        cfg = merged
     try:
         run_config = OmegaConf.to_object(cfg)
     except ConfigError:

@@ -133,6 +133,7 @@ def export_model(
         optimization_applied=applied,
         attention_implementation=attention,
         model_type=str(model.config.model_type),
+        model_revision=getattr(model.config, "_commit_hash", None),
         seconds=round(time.perf_counter() - start, 3),
     )
     id2label = {int(k): str(v) for k, v in model.config.id2label.items()}

@@ -151,6 +151,8 @@ class ExportFacts:
     attention_implementation: str
     model_type: str
     seconds: float
+    # the Hub commit the model resolved to (None for a local folder); reproduce pins it
+    model_revision: str | None = None
 
 
 @dataclass
