@@ -169,6 +169,10 @@ def test_sweep_logs_parent_and_children_to_a_real_server(tmp_path, mlflow_server
     artifacts = {a.path for a in client.list_artifacts(run_id, "job")}
     assert {"job/results.json", "job/quantsweep.log"} <= artifacts
 
+    # the sweep's report hangs on the parent run
+    report = {a.path for a in client.list_artifacts(parent_id, "report")}
+    assert {"report/README.md", "report/results.csv", "report/f1_vs_speedup.png"} <= report
+
     # re-logging the sweep from disk is idempotent: no new runs
     subprocess.run(
         [sys.executable, "-m", "quantsweep.tracking", str(sweep)],

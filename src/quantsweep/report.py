@@ -497,20 +497,36 @@ class ReportCallback(Callback):
         from hydra.types import RunMode
 
         if config.hydra.mode == RunMode.MULTIRUN:
-            self._build(Path(config.hydra.sweep.dir))
+            self._build(config)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        files = self._build(Path(config.hydra.sweep.dir))
+        files = self._build(config)
         if files is not None:
             print(f"Sweep report: {files.card}")
 
     @staticmethod
-    def _build(sweep_dir: Path) -> ReportFiles | None:
+    def _build(config: Any) -> ReportFiles | None:
+        sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            return build_report(sweep_dir)
+            files = build_report(sweep_dir)
         except Exception as error:  # a report problem must not hide the sweep's own outcome
             log.error("Could not build the sweep report for %s: %s", sweep_dir, error)
             return None
+        mlflow_settings = config.get("mlflow")
+        if mlflow_settings is not None and mlflow_settings.get("enabled", False):
+            from quantsweep.config import MlflowConfig
+            from quantsweep.tracking import log_report
+
+            try:
+                settings = MlflowConfig(
+                    enabled=True,
+                    tracking_uri=mlflow_settings.get("tracking_uri"),
+                    experiment_name=mlflow_settings.get("experiment_name"),
+                )
+                log_report(sweep_dir, settings, [files.card, files.csv, *files.plots])
+            except Exception as error:
+                log.warning("Could not log the sweep report to MLflow: %s", error)
+        return files
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -201,6 +201,26 @@ def log_job(job_dir: Path, settings: MlflowConfig, sweep_dir: Path | None = None
         return str(run.info.run_id)
 
 
+def log_report(sweep_dir: Path, settings: MlflowConfig, files: list[Path]) -> str | None:
+    """Attach the sweep's report files to its parent run (overwriting an older copy)."""
+    from mlflow.tracking import MlflowClient
+
+    jobs = [p for p in sweep_dir.iterdir() if (p / RESULTS_FILE).is_file()]
+    if not jobs:
+        return None
+    config = json.loads((jobs[0] / RESULTS_FILE).read_text(encoding="utf-8"))["config"]
+    client = MlflowClient(tracking_uri=tracking_uri(settings))
+    experiment = client.get_experiment_by_name(experiment_name(settings, config))
+    if experiment is None:
+        return None
+    parent = _find_run(client, experiment.experiment_id, SWEEP_KEY_TAG, _sweep_key(sweep_dir))
+    if parent is None:
+        return None
+    for path in files:
+        client.log_artifact(parent, str(path), artifact_path="report")
+    return parent
+
+
 def job_dirs(target: Path) -> tuple[list[Path], Path | None]:
     """The finished job folders of a job or sweep folder, and the sweep folder if it is one."""
     if (target / RESULTS_FILE).is_file():
