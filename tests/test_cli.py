@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from quantsweep.testing import run_module
 
 FAST = [
     "benchmark.duration=0.04",
@@ -24,20 +24,7 @@ FAST = [
 
 
 def quantsweep(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    result = subprocess.run(
-        [sys.executable, "-m", "quantsweep.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"quantsweep {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-        )
-    return result
+    return run_module("quantsweep.cli", *args, cwd=cwd, check=check)
 
 
 def data_args(model: Path, data: Path) -> list[str]:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from quantsweep.config import MlflowConfig
+from quantsweep.testing import run_module
 from quantsweep.tracking import metrics_of, redact
 
 FAST = [
@@ -108,15 +109,7 @@ def test_sweep_logs_parent_and_children_to_a_real_server(tmp_path, mlflow_server
         "mlflow.experiment_name=tracking-test",
         f"hydra.sweep.dir={sweep}",
     ]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    subprocess.run(
-        [sys.executable, "-m", "quantsweep.cli", *args],
-        cwd=tmp_path,
-        check=True,
-        capture_output=True,
-        env=env,
-        timeout=600,
-    )
+    run_module("quantsweep.cli", *args, cwd=tmp_path)
 
     experiment = rest(mlflow_server, "experiments/get-by-name?experiment_name=tracking-test")["experiment"]
     runs = runs_of(mlflow_server, experiment["experiment_id"])
@@ -174,13 +167,7 @@ def test_sweep_logs_parent_and_children_to_a_real_server(tmp_path, mlflow_server
     assert {"report/README.md", "report/results.csv", "report/f1_vs_speedup.png"} <= report
 
     # re-logging the sweep from disk is idempotent: no new runs
-    subprocess.run(
-        [sys.executable, "-m", "quantsweep.tracking", str(sweep)],
-        check=True,
-        capture_output=True,
-        env=env,
-        timeout=300,
-    )
+    run_module("quantsweep.tracking", str(sweep), cwd=tmp_path)
     assert len(runs_of(mlflow_server, experiment["experiment_id"])) == len(runs)
 
 
@@ -194,18 +181,8 @@ def test_unreachable_server_loses_nothing(tmp_path, distilbert_dir, conll_dir):
         f"mlflow.tracking_uri={dead}",
         f"hydra.run.dir={job}",
     ]
-    env = dict(
-        os.environ, HF_HUB_OFFLINE="1", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="2"
-    )
-    result = subprocess.run(
-        [sys.executable, "-m", "quantsweep.cli", *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert result.returncode == 0
+    env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}
+    run_module("quantsweep.cli", *args, cwd=tmp_path, env=env)
     assert (job / "results.json").is_file()
     log_text = (job / "quantsweep.log").read_text()
     assert "Could not log to MLflow" in log_text and f"quantsweep-log {job}" in log_text
@@ -222,15 +199,7 @@ def test_embedded_store_by_default_and_secrets_redacted(tmp_path, distilbert_dir
         f"hydra.run.dir={job}",
         "+hub_token=hf_secret_value",
     ]
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    result = subprocess.run(
-        [sys.executable, "-m", "quantsweep.cli", *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
+    result = run_module("quantsweep.cli", *args, cwd=tmp_path, check=False)
     # a token can't ride along in the config: refused, and scrubbed from what Hydra saved
     assert result.returncode == 2 and "unknown key `hub_token`" in result.stderr
     for saved in (job / ".hydra").glob("*.yaml"):
@@ -242,15 +211,7 @@ def test_embedded_store_by_default_and_secrets_redacted(tmp_path, distilbert_dir
         "model_name_or_path": "m",
     }
 
-    args = args[:-1]
-    subprocess.run(
-        [sys.executable, "-m", "quantsweep.cli", *args],
-        cwd=tmp_path,
-        check=True,
-        capture_output=True,
-        env=env,
-        timeout=600,
-    )
+    run_module("quantsweep.cli", *args[:-1], cwd=tmp_path)
     store = tmp_path / "outputs" / "mlflow.db"
     assert store.is_file() and (tmp_path / "outputs" / "mlartifacts").is_dir()
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}")
@@ -321,33 +282,16 @@ def test_reproduce_from_a_job_folder_and_from_an_mlflow_run(tmp_path, distilbert
         f"mlflow.tracking_uri={store}",
         f"hydra.run.dir={job}",
     ]
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    subprocess.run(
-        [sys.executable, "-m", "quantsweep.cli", *args],
-        cwd=tmp_path,
-        check=True,
-        capture_output=True,
-        env=env,
-        timeout=600,
-    )
+    run_module("quantsweep.cli", *args, cwd=tmp_path)
 
-    again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "quantsweep.reproduce",
-            str(job),
-            "--out",
-            str(tmp_path / "again"),
-            "mlflow.enabled=false",
-        ],
+    again = run_module(
+        "quantsweep.reproduce",
+        str(job),
+        "--out",
+        str(tmp_path / "again"),
+        "mlflow.enabled=false",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
     )
-    assert again.returncode == 0, again.stdout + again.stderr
     assert "evaluation: must be identical" in again.stdout and "DIFFERS" not in again.stdout
     assert "timing: agrees within noise" in again.stdout
     saved = json.loads((job / "results.json").read_text())
@@ -364,23 +308,14 @@ def test_reproduce_from_a_job_folder_and_from_an_mlflow_run(tmp_path, distilbert
         ]
         .info.run_id
     )
-    from_run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "quantsweep.reproduce",
-            run_id,
-            "--tracking-uri",
-            store,
-            "--out",
-            str(tmp_path / "from-run"),
-            "mlflow.enabled=false",
-        ],
+    from_run = run_module(
+        "quantsweep.reproduce",
+        run_id,
+        "--tracking-uri",
+        store,
+        "--out",
+        str(tmp_path / "from-run"),
+        "mlflow.enabled=false",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
     )
-    assert from_run.returncode == 0, from_run.stdout + from_run.stderr
     assert "DIFFERS" not in from_run.stdout

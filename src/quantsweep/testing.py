@@ -7,7 +7,10 @@ seconds without network. Their accuracy means nothing (the weights are random).
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
@@ -114,6 +117,33 @@ def write_model(folder: Path, arch: str = "distilbert", seed: int = 0) -> Path:
     tokenizer.model_max_length = 256
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def run_module(
+    module: str,
+    *args: str,
+    cwd: Path,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    timeout: float = 900,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m module args`` offline (Hub look-ups fail at once), as a user would."""
+    full_env = dict(
+        os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **(env or {})
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{module} {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:
