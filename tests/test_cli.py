@@ -53,7 +53,7 @@ def test_single_run_writes_a_complete_job_directory(tmp_path, distilbert_dir, co
         assert (job / name).is_file(), name
     assert not list(job.glob("*.tmp")) and not list(job.glob(".results.json.*"))
     results = json.loads((job / "results.json").read_text())
-    assert results["schema_version"] == 1
+    assert results["schema_version"] == 2
     assert results["choices"] == {
         "quantization": "static",
         "operators": "add_matmul",
@@ -105,6 +105,7 @@ def test_seed_card_sweep_runs_eight_jobs_and_resumes(tmp_path, distilbert_dir, c
     assert len(jobs) == 8
     seen = set()
     originals = set()
+    computed: dict[str, int] = {"export": 0, "original_evaluation": 0, "calibration": 0}
     for job in jobs:
         results = json.loads((job / "results.json").read_text())
         saved = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
@@ -126,6 +127,14 @@ def test_seed_card_sweep_runs_eight_jobs_and_resumes(tmp_path, distilbert_dir, c
         assert bool(graph["nodes_excluded"]) == bool(nodes)
         assert (results["quantization"]["calibration_samples"] == 16) == (approach == "static")
         originals.add(json.dumps([results["original"][m] for m in ("precision", "recall", "f1", "accuracy")]))
+        for kind, use in results["cache"].items():
+            computed[kind] += not use["hit"]
+        assert set(results["cache"]) == {"export", "original_evaluation"} | (
+            {"calibration"} if approach == "static" else set()
+        )
+        assert (job / "model.onnx").is_file() and results["phase_seconds"]["time"] > 0
+    # one export and one fp32 evaluation for the sweep; one calibration per operator set
+    assert computed == {"export": 1, "original_evaluation": 1, "calibration": 2}
     assert len(seen) == 8
     assert len(originals) == 1  # every job evaluates the same fp32 model on the same data
     # the report callback wrote the card, the CSV and the plots at the end of the sweep

@@ -27,7 +27,7 @@ log = logging.getLogger("quantsweep")
 
 GROUPS = ("quantization", "operators", "exclusion", "calibration")
 # Overrides that say how to run, not what: they do not name the job folder.
-_UNNAMED_KEYS = ("experiment", "force")
+_UNNAMED_KEYS = ("experiment", "force", "cache", "cache_dir")
 
 
 def job_name(overrides: Any, choices: Any = None) -> str:

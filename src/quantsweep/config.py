@@ -333,6 +333,10 @@ class RunConfig:
     seed: int = 42
     # rerun a job even when its results.json exists
     force: bool = False
+    # reuse the fp32 export, its evaluation and calibration statistics across jobs and sweeps
+    cache: bool = True
+    # where cached work lives (relative paths: from the working directory)
+    cache_dir: str = "outputs/cache"
 
     def __post_init__(self) -> None:
         if self.task not in SUPPORTED_TASKS:
@@ -362,6 +366,8 @@ class RunConfig:
             raise _fail("eval_batch_size", self.eval_batch_size, "it must be a positive integer.")
         if self.framework_args.opset is not None:
             check_opset(self.framework_args.opset)
+        if self.cache and not self.cache_dir:
+            raise _fail("cache_dir", self.cache_dir, "name a folder for the cache, or set `cache=false`.")
 
     @property
     def is_static(self) -> bool:

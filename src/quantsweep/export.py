@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from quantsweep.results import ExportFacts
+from quantsweep.results import ExportFacts, atomic_write_text
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
@@ -72,6 +73,10 @@ def optimize_graph(source: Path, target: Path, level: int) -> str:
     return "onnxruntime ORT_ENABLE_BASIC (offline)"
 
 
+ONNX_FILE = "model.onnx"
+_INFO_FILE = "export.json"
+
+
 @dataclass
 class ExportedModel:
     onnx_path: Path
@@ -79,6 +84,28 @@ class ExportedModel:
     max_length: int
     input_names: list[str]
     facts: ExportFacts
+
+    def save_info(self) -> None:
+        """Record, beside the ONNX file, what :func:`load_exported` needs to skip the export."""
+        info = {
+            "id2label": {str(k): v for k, v in self.id2label.items()},
+            "max_length": self.max_length,
+            "input_names": self.input_names,
+            "facts": asdict(self.facts),
+        }
+        atomic_write_text(self.onnx_path.parent / _INFO_FILE, json.dumps(info, indent=2) + "\n")
+
+
+def load_exported(folder: Path) -> ExportedModel:
+    """An export written by :func:`export_model` and recorded by ``save_info``."""
+    info = json.loads((folder / _INFO_FILE).read_text(encoding="utf-8"))
+    return ExportedModel(
+        onnx_path=folder / ONNX_FILE,
+        id2label={int(k): str(v) for k, v in info["id2label"].items()},
+        max_length=int(info["max_length"]),
+        input_names=[str(n) for n in info["input_names"]],
+        facts=ExportFacts(**info["facts"]),
+    )
 
 
 def export_model(
@@ -89,7 +116,7 @@ def export_model(
     optimization_level: int,
     out_dir: Path,
 ) -> ExportedModel:
-    """Export to ``out_dir/model.onnx`` at ``opset`` (None: the exporter's default) and optimize it."""
+    """Export to ``out_dir/model.onnx`` (and its info) at ``opset`` (None: the exporter's default) and optimize it."""
     import onnx
     from optimum.exporters.onnx import onnx_export_from_model
     from transformers import AutoModelForTokenClassification
@@ -120,7 +147,7 @@ def export_model(
                 f"{model_name_or_path!r} exported with external weight files (over 2 GB); quantsweep supports "
                 "single-file ONNX models only."
             )
-        target = out_dir / "model.onnx"
+        target = out_dir / ONNX_FILE
         applied = optimize_graph(exported, target, optimization_level)
     graph = onnx.load(str(target), load_external_data=False)
     initializers = {init.name for init in graph.graph.initializer}
@@ -137,6 +164,8 @@ def export_model(
         seconds=round(time.perf_counter() - start, 3),
     )
     id2label = {int(k): str(v) for k, v in model.config.id2label.items()}
-    return ExportedModel(
+    result = ExportedModel(
         onnx_path=target, id2label=id2label, max_length=max_length, input_names=input_names, facts=facts
     )
+    result.save_info()
+    return result

@@ -6,16 +6,33 @@ as plain data to record, so tests and other launchers can call it directly.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from quantsweep.cache import ArtifactCache, CacheUse
 from quantsweep.config import RunConfig
-from quantsweep.results import RESULTS_FILE, JobResults, read_results
+from quantsweep.results import (
+    RESULTS_FILE,
+    EvaluationResult,
+    JobResults,
+    atomic_write_text,
+    read_results,
+    window_spread,
+)
 
 log = logging.getLogger(__name__)
+
+# the packages whose versions can change an export (and so everything computed from it)
+_EXPORT_PACKAGES = ("quantsweep", "torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime")
+_EVALUATION_FILE = "evaluation.json"
 
 
 @dataclass
@@ -42,6 +59,55 @@ def run_job(
     return JobOutcome(results=results.to_dict(), skipped=False)
 
 
+class PhaseClock:
+    """Seconds spent per step of a job, for results.json and the sweep-overhead benchmark."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            self.seconds[phase] = round(self.seconds.get(phase, 0.0) + elapsed, 3)
+
+
+def _log_cache_use(what: str, use: CacheUse) -> None:
+    if use.hit:
+        log.info(
+            "%s: from the cache (computed in %.1f s by an earlier job; key %s)",
+            what,
+            use.seconds,
+            use.key[:12],
+        )
+    elif use.path is not None:
+        log.info("%s: computed in %.1f s and cached (key %s)", what, use.seconds, use.key[:12])
+
+
+def place(source: Path, target: Path) -> None:
+    """Put a cached file into the job folder: a hard link where possible (no copy), else a copy."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def model_identity(
+    model_name_or_path: str, resolved_revision: str | None, revision: str | None
+) -> dict[str, Any]:
+    """What a model's export depends on: a local folder's content, or a Hub id at its resolved commit."""
+    from quantsweep.cache import folder_digest
+
+    local = Path(model_name_or_path)
+    if local.is_dir():
+        return {"local_content": folder_digest(local)}
+    return {"hub_id": model_name_or_path, "revision": resolved_revision or revision}
+
+
 def execute(
     cfg: RunConfig, job_dir: Path, config_dict: dict[str, Any], choices: dict[str, str]
 ) -> JobResults:
@@ -49,64 +115,96 @@ def execute(
     import onnx
 
     from quantsweep.data import encode_sentences, load_split, sample_rows
-    from quantsweep.environment import collect_environment
+    from quantsweep.environment import collect_environment, package_versions
     from quantsweep.evaluate import check_labels, evaluate_model
     from quantsweep.exclusion import resolve_exclusions
-    from quantsweep.export import export_model, load_model_config, load_tokenizer
+    from quantsweep.export import ONNX_FILE, export_model, load_exported, load_model_config, load_tokenizer
     from quantsweep.quantize import (
         CalibrationBatches,
         QuantizationRequest,
         build_quantization_config,
         calibrate,
         graph_facts,
+        load_ranges,
         quantization_facts,
         quantize_model,
+        save_ranges,
     )
     from quantsweep.sessions import SessionSettings, create_session
     from quantsweep.timing import time_models
 
     wall_start = time.perf_counter()
+    clock = PhaseClock()
     job_dir.mkdir(parents=True, exist_ok=True)
+    cache = ArtifactCache(Path(cfg.cache_dir) if cfg.cache else None)
+    cache_uses: dict[str, CacheUse] = {}
+    versions = package_versions()
 
     # Cheap checks first: model config, tokenizer and data, before the export.
-    model_config = load_model_config(cfg.model_name_or_path, cfg.revision)
-    max_positions = int(getattr(model_config, "max_position_embeddings", 512) or 512)
-    too_long = [n for n in cfg.benchmark.input_lengths if n > max_positions]
-    if too_long:
-        raise ValueError(
-            f"Invalid configuration: `benchmark.input_lengths` is {list(cfg.benchmark.input_lengths)}; "
-            f"{cfg.model_name_or_path} accepts at most {max_positions} tokens (got {too_long[0]})."
+    with clock("load"):
+        model_config = load_model_config(cfg.model_name_or_path, cfg.revision)
+        max_positions = int(getattr(model_config, "max_position_embeddings", 512) or 512)
+        too_long = [n for n in cfg.benchmark.input_lengths if n > max_positions]
+        if too_long:
+            raise ValueError(
+                f"Invalid configuration: `benchmark.input_lengths` is {list(cfg.benchmark.input_lengths)}; "
+                f"{cfg.model_name_or_path} accepts at most {max_positions} tokens (got {too_long[0]})."
+            )
+        tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.revision)
+        eval_data = load_split(cfg.dataset, cfg.dataset.eval_split, cfg.dataset.max_eval_samples)
+        log.info(
+            "Evaluation data: %d sentences of %s (split %s)",
+            len(eval_data),
+            eval_data.source,
+            eval_data.split,
         )
-    tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.revision)
-    eval_data = load_split(cfg.dataset, cfg.dataset.eval_split, cfg.dataset.max_eval_samples)
-    log.info(
-        "Evaluation data: %d sentences of %s (split %s)", len(eval_data), eval_data.source, eval_data.split
-    )
-    id2label = {int(k): str(v) for k, v in (model_config.id2label or {}).items()}
-    check_labels(id2label, eval_data.label_names, f"{eval_data.source} ({eval_data.split})")
-    calibration_data = None
-    if cfg.is_static:
-        assert cfg.dataset.calibration_split is not None
-        full = load_split(cfg.dataset, cfg.dataset.calibration_split)
-        calibration_data = sample_rows(full, cfg.calibration.num_calibration_samples, cfg.seed)
-        if len(calibration_data) < cfg.calibration.num_calibration_samples:
-            log.warning(
-                "calibration.num_calibration_samples=%d but split %s has only %d rows; using all of them.",
-                cfg.calibration.num_calibration_samples,
-                cfg.dataset.calibration_split,
-                len(calibration_data),
+        id2label = {int(k): str(v) for k, v in (model_config.id2label or {}).items()}
+        check_labels(id2label, eval_data.label_names, f"{eval_data.source} ({eval_data.split})")
+        calibration_data = None
+        if cfg.is_static:
+            assert cfg.dataset.calibration_split is not None
+            full = load_split(cfg.dataset, cfg.dataset.calibration_split)
+            calibration_data = sample_rows(full, cfg.calibration.num_calibration_samples, cfg.seed)
+            if len(calibration_data) < cfg.calibration.num_calibration_samples:
+                log.warning(
+                    "calibration.num_calibration_samples=%d but split %s has only %d rows; using all of them.",
+                    cfg.calibration.num_calibration_samples,
+                    cfg.dataset.calibration_split,
+                    len(calibration_data),
+                )
+
+    with clock("export"):
+        export_parts = {
+            "model": model_identity(
+                cfg.model_name_or_path, getattr(model_config, "_commit_hash", None), cfg.revision
+            ),
+            "task": cfg.task,
+            "opset": cfg.framework_args.opset,
+            "optimization_level": cfg.framework_args.optimization_level,
+            "packages": {name: versions.get(name) for name in _EXPORT_PACKAGES},
+        }
+
+        def build_export(folder: Path) -> None:
+            log.info(
+                "Exporting %s to ONNX (opset %s)",
+                cfg.model_name_or_path,
+                cfg.framework_args.opset or "default",
+            )
+            export_model(
+                cfg.model_name_or_path,
+                cfg.revision,
+                cfg.task,
+                cfg.framework_args.opset,
+                cfg.framework_args.optimization_level,
+                folder,
             )
 
-    log.info("Exporting %s to ONNX (opset %s)", cfg.model_name_or_path, cfg.framework_args.opset or "default")
-    exported = export_model(
-        cfg.model_name_or_path,
-        cfg.revision,
-        cfg.task,
-        cfg.framework_args.opset,
-        cfg.framework_args.optimization_level,
-        job_dir,
-    )
-    log.info("Graph optimization: %s", exported.facts.optimization_applied)
+        with cache.obtain("export", export_parts, build_export, job_dir) as (folder, use):
+            place(folder / ONNX_FILE, job_dir / ONNX_FILE)
+            exported = replace(load_exported(folder), onnx_path=job_dir / ONNX_FILE)
+        cache_uses["export"] = use
+        _log_cache_use("fp32 export", use)
+        log.info("Graph optimization: %s", exported.facts.optimization_applied)
 
     exclusion = resolve_exclusions(onnx.load(str(exported.onnx_path)), cfg.exclusion.nodes)
     for pattern in exclusion.empty_patterns:
@@ -133,52 +231,96 @@ def execute(
     ranges = None
     samples_used = None
     if calibration_data is not None:
-        batches = CalibrationBatches(
-            encode_sentences(tokenizer, calibration_data.tokens, max_length),
-            cfg.calibration.batch_size,
-            pad_id,
-            exported.input_names,
-        )
-        log.info("Calibrating (%s) on %d sentences", cfg.calibration.method.value, len(calibration_data))
-        ranges = calibrate(
+        calibration_parts = {
+            "export": cache_uses["export"].key,
+            "data": calibration_data.fingerprint,
+            "max_length": max_length,
+            "calibration": {k: getattr(v, "value", v) for k, v in asdict(cfg.calibration).items()},
+            "operators": sorted(request.operators),
+            "symmetric": bool(qconfig.activations_symmetric),
+        }
+        data = calibration_data
+
+        def build_calibration(folder: Path) -> None:
+            batches = CalibrationBatches(
+                encode_sentences(tokenizer, data.tokens, max_length),
+                cfg.calibration.batch_size,
+                pad_id,
+                exported.input_names,
+            )
+            log.info("Calibrating (%s) on %d sentences", cfg.calibration.method.value, len(data))
+            computed = calibrate(
+                exported.onnx_path,
+                batches,
+                cfg.calibration,
+                request.operators,
+                symmetric=qconfig.activations_symmetric,
+            )
+            save_ranges(computed, folder, batches.samples_fed)
+
+        with clock("calibrate"):
+            with cache.obtain("calibration", calibration_parts, build_calibration, job_dir) as (folder, use):
+                ranges, samples_used = load_ranges(folder)
+            cache_uses["calibration"] = use
+            _log_cache_use("Calibration statistics", use)
+
+    with clock("quantize"):
+        log.info("Quantizing: %s, instruction set %s", qconfig, isa)
+        quantized_path = quantize_model(exported.onnx_path, job_dir, qconfig, ranges, model_config)
+        facts = graph_facts(
             exported.onnx_path,
-            batches,
-            cfg.calibration,
+            quantized_path,
             request.operators,
-            symmetric=qconfig.activations_symmetric,
+            excluded,
+            exclusion.by_pattern,
+            "static" if request.is_static else "dynamic",
         )
-        samples_used = batches.samples_fed
-    log.info("Quantizing: %s, instruction set %s", qconfig, isa)
-    quantized_path = quantize_model(exported.onnx_path, job_dir, qconfig, ranges, model_config)
-    facts = graph_facts(
-        exported.onnx_path,
-        quantized_path,
-        request.operators,
-        excluded,
-        exclusion.by_pattern,
-        "static" if request.is_static else "dynamic",
-    )
     (log.warning if facts.nothing_quantized else log.info)(facts.note)
 
     settings = SessionSettings.for_threads(cfg.benchmark.threads)
-    original_session = create_session(exported.onnx_path, settings)
-    quantized_session = create_session(quantized_path, settings)
-    encoded = encode_sentences(tokenizer, eval_data.tokens, max_length)
-    original_eval = evaluate_model(
-        original_session, eval_data, encoded, id2label, cfg.eval_batch_size, pad_id, "evaluate original"
-    )
-    quantized_eval = evaluate_model(
-        quantized_session, eval_data, encoded, id2label, cfg.eval_batch_size, pad_id, "evaluate quantized"
-    )
-    timing = time_models(
-        original_session,
-        quantized_session,
-        cfg.benchmark,
-        settings,
-        vocab_size=len(tokenizer),
-        special_ids=list(tokenizer.all_special_ids),
-        seed=cfg.seed,
-    )
+    with clock("sessions"):
+        original_session = create_session(exported.onnx_path, settings)
+        quantized_session = create_session(quantized_path, settings)
+        encoded = encode_sentences(tokenizer, eval_data.tokens, max_length)
+
+    evaluation_parts = {
+        "export": cache_uses["export"].key,
+        "data": eval_data.fingerprint,
+        "max_length": max_length,
+        "batch_size": cfg.eval_batch_size,
+        "packages": {name: versions.get(name) for name in ("onnxruntime", "seqeval")},
+    }
+
+    def build_evaluation(folder: Path) -> None:
+        result = evaluate_model(
+            original_session, eval_data, encoded, id2label, cfg.eval_batch_size, pad_id, "evaluate original"
+        )
+        atomic_write_text(folder / _EVALUATION_FILE, json.dumps(asdict(result), indent=1) + "\n")
+
+    with clock("evaluate_original"):
+        with cache.obtain("original_evaluation", evaluation_parts, build_evaluation, job_dir) as (
+            folder,
+            use,
+        ):
+            original_eval = EvaluationResult.from_dict(
+                json.loads((folder / _EVALUATION_FILE).read_text(encoding="utf-8"))
+            )
+        cache_uses["original_evaluation"] = use
+        _log_cache_use("fp32 evaluation", use)
+    with clock("evaluate_quantized"):
+        quantized_eval = evaluate_model(
+            quantized_session, eval_data, encoded, id2label, cfg.eval_batch_size, pad_id, "evaluate quantized"
+        )
+    with clock("time"):
+        timing = time_models(
+            original_session,
+            quantized_session,
+            cfg.benchmark,
+            settings,
+            vocab_size=len(tokenizer),
+            special_ids=list(tokenizer.all_special_ids),
+            seed=cfg.seed,
+        )
     return JobResults(
         config=config_dict,
         choices=choices,
@@ -202,6 +344,8 @@ def execute(
             "calibration_samples": len(calibration_data) if calibration_data is not None else None,
             "calibration_fingerprint": calibration_data.fingerprint if calibration_data is not None else None,
         },
+        phase_seconds=clock.seconds,
+        cache={kind: asdict(use) for kind, use in cache_uses.items()},
     )
 
 
@@ -218,9 +362,12 @@ def summary_table(results: JobResults) -> str:
     for name in ("precision", "recall", "f1", "accuracy"):
         a, b = getattr(results.original, name), getattr(results.quantized, name)
         lines.append(f"  {name:<12}{a:>10.4f}{b:>11.4f}{b - a:>+9.4f}")
-    lines.append(f"  {'batch x len':<12}{'orig ms':>10}{'quant ms':>11}{'speed-up':>9}  (windows min..max)")
+    lines.append(
+        f"  {'batch x len':<12}{'orig ms':>10}{'quant ms':>11}{'speed-up':>9}  (per window: min / median / max)"
+    )
     for shape in results.timing.shapes:
-        spread = f"{min(shape.window_speedups):.2f}..{max(shape.window_speedups):.2f}"
+        low, median, high = window_spread(shape.window_speedups)
+        spread = f"{low:.2f} / {median:.2f} / {high:.2f}"
         lines.append(
             f"  {f'{shape.batch_size} x {shape.input_length}':<12}{shape.original.mean_ms:>10.2f}"
             f"{shape.quantized.mean_ms:>11.2f}{shape.speedup:>8.2f}x  ({spread})"

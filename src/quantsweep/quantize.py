@@ -144,6 +144,44 @@ def calibrate(
         return calibrator.compute_data()
 
 
+_RANGES_FILE = "ranges.npz"
+_RANGES_INDEX = "ranges.json"
+
+
+def save_ranges(ranges: Any, folder: Path, samples: int) -> None:
+    """Write calibration statistics (ONNX Runtime's TensorsData) as arrays plus a JSON index."""
+    import json
+
+    from quantsweep.results import atomic_write_text
+
+    arrays: dict[str, Any] = {}
+    tensors: list[dict[str, Any]] = []
+    for index, (name, data) in enumerate(ranges.data.items()):
+        attrs = list(data._attrs)
+        for attr in attrs:
+            arrays[f"{index}/{attr}"] = np.asarray(getattr(data, attr))
+        tensors.append({"name": name, "attrs": attrs})
+    np.savez(folder / _RANGES_FILE, **arrays)
+    index_data = {"method": ranges.calibration_method.name, "samples": samples, "tensors": tensors}
+    atomic_write_text(folder / _RANGES_INDEX, json.dumps(index_data, indent=1) + "\n")
+
+
+def load_ranges(folder: Path) -> tuple[Any, int]:
+    """The statistics written by :func:`save_ranges`, and the number of samples behind them."""
+    import json
+
+    from onnxruntime.quantization.calibrate import CalibrationMethod as OrtMethod
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData
+
+    index_data = json.loads((folder / _RANGES_INDEX).read_text(encoding="utf-8"))
+    with np.load(folder / _RANGES_FILE) as arrays:
+        data = {
+            tensor["name"]: TensorData(**{attr: arrays[f"{i}/{attr}"] for attr in tensor["attrs"]})
+            for i, tensor in enumerate(index_data["tensors"])
+        }
+    return TensorsData(OrtMethod[index_data["method"]], data), int(index_data["samples"])
+
+
 @contextmanager
 def _quiet_root_logger() -> Iterator[None]:
     """ONNX Runtime's quantizer logs a line per tensor on the root logger at INFO."""

@@ -21,7 +21,7 @@ import yaml
 from hydra.experimental.callback import Callback
 
 from quantsweep.config import flatten
-from quantsweep.results import ERROR_FILE, RESULTS_FILE, atomic_write_text
+from quantsweep.results import ERROR_FILE, RESULTS_FILE, atomic_write_text, window_spread
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ PARETO_PLOT = "f1_vs_speedup.png"
 LATENCY_PLOT = "latency_vs_length.png"
 METRICS = ("precision", "recall", "f1", "accuracy")
 # Keys that say how a job ran, not what it measured.
-_IGNORED_KEYS = ("force",)
+_IGNORED_KEYS = ("force", "cache", "cache_dir")
 
 
 @dataclass
@@ -215,8 +215,8 @@ def render_card(sweep: Sweep) -> str:
             f"optimized taking turns in {timing['windows']} alternating windows in the same process "
             f"({timing['intra_op_threads']} intra-op threads). Latency is the mean time of one forward pass in "
             "milliseconds; throughput is in samples (sequences) per second, i.e. forward passes per second times "
-            "the batch size. Speed-up is original latency / optimized latency; the range gives its lowest and "
-            "highest value across the windows.",
+            "the batch size. Speed-up is original latency / optimized latency over the whole measurement; per "
+            "window gives the lowest, median and highest of the same ratio across the windows.",
             "",
         ]
         for shape_index, shape in enumerate(timing["shapes"]):
@@ -236,7 +236,7 @@ def render_card(sweep: Sweep) -> str:
                         f"{s['original']['throughput_samples_per_s']:.2f}",
                         f"{s['quantized']['throughput_samples_per_s']:.2f}",
                         f"{s['speedup']:.2f}",
-                        f"{min(s['window_speedups']):.2f} to {max(s['window_speedups']):.2f}",
+                        " / ".join(f"{v:.2f}" for v in window_spread(s["window_speedups"])),
                     ]
                 )
             header = [
@@ -246,7 +246,7 @@ def render_card(sweep: Sweep) -> str:
                 "throughput (original, samples/s)",
                 "throughput (optimized, samples/s)",
                 "speed-up",
-                "speed-up range",
+                "speed-up per window (min / median / max)",
             ]
             out += [_table(header, rows), ""]
 
@@ -322,6 +322,7 @@ CSV_COLUMNS = (
     "throughput_samples_per_s_optimized",
     "speedup",
     "speedup_window_min",
+    "speedup_window_median",
     "speedup_window_max",
     "nodes_quantized",
     "nodes_excluded",
@@ -358,8 +359,7 @@ def render_csv(sweep: Sweep) -> str:
                     o["throughput_samples_per_s"],
                     q["throughput_samples_per_s"],
                     s["speedup"],
-                    min(s["window_speedups"]),
-                    max(s["window_speedups"]),
+                    *window_spread(s["window_speedups"]),
                     r["graph"]["nodes_quantized"],
                     len(r["graph"]["nodes_excluded"]),
                     r["graph"]["original_size_mb"],

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RESULTS_FILE = "results.json"
 # written instead of results.json when a job fails: "<ExceptionType>: <message>"
 ERROR_FILE = "error.txt"
@@ -66,6 +67,12 @@ class EvaluationResult:
     num_truncated: int
     seconds: float
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvaluationResult:
+        values = dict(data)
+        values["per_entity"] = {k: EntityScores(**v) for k, v in data["per_entity"].items()}
+        return cls(**values)
+
 
 @dataclass
 class LatencyStats:
@@ -94,6 +101,11 @@ class ShapeTiming:
     speedup: float
     # the same ratio per alternating window, to show its spread
     window_speedups: list[float]
+
+
+def window_spread(window_speedups: list[float]) -> tuple[float, float, float]:
+    """The lowest, median and highest per-window speed-up."""
+    return min(window_speedups), statistics.median(window_speedups), max(window_speedups)
 
 
 @dataclass
@@ -182,6 +194,10 @@ class JobResults:
     wall_seconds: float
     schema_version: int = SCHEMA_VERSION
     dataset: dict[str, Any] = field(default_factory=dict)
+    # seconds spent per step of the job (load, export, calibrate, quantize, evaluate_*, time)
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    # per cached piece of work (export, original_evaluation, calibration): key, hit, path, seconds
+    cache: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from quantsweep.config import MlflowConfig, flatten
-from quantsweep.results import RESULTS_FILE
+from quantsweep.results import RESULTS_FILE, window_spread
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,10 @@ def metrics_of(results: dict[str, Any]) -> dict[str, float]:
             ):
                 metrics[f"{prefix}/{side}/{stat}"] = stats[stat]
         metrics[f"{prefix}/speedup"] = shape["speedup"]
-        metrics[f"{prefix}/speedup_window_min"] = min(shape["window_speedups"])
-        metrics[f"{prefix}/speedup_window_max"] = max(shape["window_speedups"])
+        low, median, high = window_spread(shape["window_speedups"])
+        metrics[f"{prefix}/speedup_window_min"] = low
+        metrics[f"{prefix}/speedup_window_median"] = median
+        metrics[f"{prefix}/speedup_window_max"] = high
     graph = results["graph"]
     metrics["graph/nodes_quantized"] = graph["nodes_quantized"]
     metrics["graph/nodes_excluded"] = len(graph["nodes_excluded"])
