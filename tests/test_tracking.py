@@ -137,6 +137,13 @@ def test_sweep_logs_parent_and_children_to_a_real_server(tmp_path, mlflow_server
             "graph/nodes_quantized",
         } <= set(metrics)
     assert names == {"dynamic-add_matmul-none", "static-add_matmul-none-minmax"}
+    # the fp32 model both jobs share is uploaded once; each quantized model is its own
+    model_tags = [{t["key"]: t["value"] for t in child["data"]["tags"]} for child in children]
+    assert model_tags[0]["quantsweep.original_model_uri"] == model_tags[1]["quantsweep.original_model_uri"]
+    assert (
+        model_tags[0]["quantsweep.original_model_sha256"] == model_tags[1]["quantsweep.original_model_sha256"]
+    )
+    assert model_tags[0]["quantsweep.quantized_model_uri"] != model_tags[1]["quantsweep.quantized_model_uri"]
 
     # the ONNX models come back from the server and run in ONNX Runtime
     import mlflow

@@ -12,7 +12,9 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import re
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,9 @@ SECRET_KEY = re.compile(
     r"(token|secret|password|passwd|credential|api[_-]?key|access[_-]?key)", re.IGNORECASE
 )
 _MAX_PARAM = 6000
+# quantsweep sends nothing off the machine unless asked: MLflow's usage telemetry is off
+# unless the user turns it on explicitly.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def redact(flat: dict[str, Any]) -> dict[str, Any]:
@@ -125,10 +130,50 @@ def _signature(model: Any) -> Any:
     return ModelSignature(inputs=Schema(inputs), outputs=Schema([spec(v) for v in model.graph.output]))
 
 
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def log_onnx_model(client: Any, experiment_id: str, path: Path, label: str) -> str:
+    """Log an ONNX file as an MLflow model of the active run, once per experiment and content.
+
+    Every job of a sweep has the same fp32 model: it is uploaded by the first job, and
+    later runs point at that upload (tags ``quantsweep.<label>_uri`` and ``_sha256``).
+    """
+    import mlflow
+    import onnx
+
+    digest = _file_sha256(path)
+    sha_tag, uri_tag = f"quantsweep.{label}_sha256", f"quantsweep.{label}_uri"
+    earlier = client.search_runs(
+        [experiment_id], filter_string=f"tags.`{sha_tag}` = '{digest}'", max_results=5
+    )
+    uri = next((run.data.tags[uri_tag] for run in earlier if uri_tag in run.data.tags), None)
+    if uri is None:
+        model = onnx.load(str(path))
+        info = mlflow.onnx.log_model(
+            model,
+            name=label,
+            signature=_signature(model),
+            save_as_external_data=False,
+            # named, not inferred: inference runs a subprocess that loads the model (4 s per model)
+            pip_requirements=[f"{name}=={metadata.version(name)}" for name in ("onnx", "onnxruntime")],
+        )
+        uri = info.model_uri
+    else:
+        log.info("%s is already in MLflow (%s); this run points at it.", path.name, uri)
+    # MLflow 3 keeps models apart from run artifacts; the tag leads from the run to them
+    mlflow.set_tags({uri_tag: uri, sha_tag: digest})
+    return str(uri)
+
+
 def log_job(job_dir: Path, settings: MlflowConfig, sweep_dir: Path | None = None) -> str:
     """Log one finished job; returns its MLflow run id (the existing one if already logged)."""
     import mlflow
-    import onnx
     from mlflow.tracking import MlflowClient
 
     results = json.loads((job_dir / RESULTS_FILE).read_text(encoding="utf-8"))
@@ -194,12 +239,7 @@ def log_job(job_dir: Path, settings: MlflowConfig, sweep_dir: Path | None = None
         for label, file in (("original_model", "model.onnx"), ("quantized_model", "model_quantized.onnx")):
             path = job_dir / file
             if path.is_file():
-                model = onnx.load(str(path))
-                info = mlflow.onnx.log_model(
-                    model, name=label, signature=_signature(model), save_as_external_data=False
-                )
-                # MLflow 3 keeps models apart from run artifacts; the tag leads from the run to them
-                mlflow.set_tag(f"quantsweep.{label}_uri", info.model_uri)
+                log_onnx_model(client, experiment_id, path, label)
         return str(run.info.run_id)
 
 
