@@ -9,6 +9,7 @@ import signal
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -200,13 +201,13 @@ def _config(model: Path, data: Path, cache_dir: Path, **changes: object) -> RunC
     return replace(config, **changes)  # type: ignore[arg-type]
 
 
-def _scores(results: dict[str, object], side: str) -> dict[str, object]:
-    values = dict(results[side])  # type: ignore[call-overload]
+def _scores(results: dict[str, Any], side: str) -> dict[str, Any]:
+    values = dict(results[side])
     values.pop("seconds")
     return values
 
 
-def _run(config: RunConfig, job_dir: Path) -> dict[str, object]:
+def _run(config: RunConfig, job_dir: Path) -> dict[str, Any]:
     from quantsweep.job import execute
 
     results = execute(config, job_dir, {}, {})
