@@ -49,6 +49,7 @@ def test_a_miss_builds_and_stores_then_the_same_key_hits(tmp_path):
     with cache.obtain("export", dict(reversed(parts.items())), build, tmp_path) as (second, use):
         assert use.hit and second == first and (second / "value.txt").read_text() == "computed"
     assert len(calls) == 1
+    assert (first / "value.txt").stat().st_mode & 0o222 == 0  # entries are read-only
     entry = json.loads((first / ENTRY_FILE).read_text())
     assert entry["parts"] == parts and entry["key"] == use.key == first.name
 

@@ -135,6 +135,11 @@ class ArtifactCache:
         tmp = Path(tempfile.mkdtemp(dir=self.root / kind, prefix=f".{key}."))
         try:
             seconds = _timed(build, tmp)
+            # read-only: job folders hard-link these files, and a write through a link
+            # would change the entry under every other job that uses it
+            for path in tmp.rglob("*"):
+                if path.is_file():
+                    path.chmod(path.stat().st_mode & ~0o222)
             entry = {"kind": kind, "key": key, "parts": parts, "seconds": seconds, "created": time.time()}
             atomic_write_text(tmp / ENTRY_FILE, json.dumps(entry, indent=2, default=str) + "\n")
             if final.exists():  # an incomplete folder cannot exist (rename is atomic); a foreign one can
