@@ -1,0 +1,31 @@
+"""The Hydra Launcher: thin, so that plugin discovery stays fast; the work is in ``_core``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+from hydra_plugins.quantsweep_sagemaker.config import SageMakerLauncherConf
+
+
+class SageMakerLauncher(Launcher):
+    def __init__(self, **params: Any) -> None:
+        self.settings = SageMakerLauncherConf(**params)
+        self.config: DictConfig | None = None
+        self.task_function: TaskFunction | None = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from hydra_plugins.quantsweep_sagemaker import _core  # the SageMaker SDK loads only now
+
+        return _core.launch(self, job_overrides, initial_job_idx)
