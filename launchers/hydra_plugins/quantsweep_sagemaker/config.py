@@ -4,12 +4,13 @@ Importing this module must stay cheap: Hydra imports every plugin module when it
 for plugins, so the SageMaker SDK (seconds to import) is loaded only when a sweep runs.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Hydra's plugin scanner executes this
+# module before registering it in sys.modules, and dataclasses then cannot resolve
+# string annotations. Optional/Dict/List also keep OmegaConf's structured configs happy.
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -27,29 +28,29 @@ class LauncherConfigError(ValueError):
 class SageMakerLauncherConf:
     _target_: str = "hydra_plugins.quantsweep_sagemaker.launcher.SageMakerLauncher"
     # the IAM role the training jobs run as (arn:aws:iam::<account>:role/<name>)
-    role: str | None = None
+    role: Optional[str] = None
     # null: AWS_REGION / AWS_DEFAULT_REGION / the AWS profile's region
-    region: str | None = None
+    region: Optional[str] = None
     instance_type: str = DEFAULT_INSTANCE_TYPE
     instance_count: int = 1
     # null: a PyTorch training image the SageMaker SDK resolves for the region
-    image_uri: str | None = None
+    image_uri: Optional[str] = None
     volume_size_gb: int = 50
     max_run_seconds: int = 24 * 3600
     use_spot_instances: bool = False
     # spot only: how long to wait for capacity plus run (>= max_run_seconds)
-    max_wait_seconds: int | None = None
+    max_wait_seconds: Optional[int] = None
     # warm pool: keep the instance this long after a job for the next one (0: off)
     keep_alive_seconds: int = 0
     # training jobs in flight at once; the rest wait their turn
     max_parallel_jobs: int = 8
     # s3://bucket/prefix for bundles, inputs and outputs (null: the SDK's default bucket)
-    s3_prefix: str | None = None
-    tags: dict[str, str] = field(default_factory=dict)
+    s3_prefix: Optional[str] = None
+    tags: Dict[str, str] = field(default_factory=dict)
     # extra environment variables for the container (never put credentials here)
-    environment: dict[str, str] = field(default_factory=dict)
-    subnets: list[str] = field(default_factory=list)
-    security_group_ids: list[str] = field(default_factory=list)
+    environment: Dict[str, str] = field(default_factory=dict)
+    subnets: List[str] = field(default_factory=list)
+    security_group_ids: List[str] = field(default_factory=list)
     poll_seconds: float = 30.0
     # false: submit and return; results are fetched later (needs a remote MLflow or none)
     wait: bool = True
@@ -57,11 +58,11 @@ class SageMakerLauncherConf:
     dry_run: bool = False
 
 
-def resolved_region(conf: Any) -> str | None:
+def resolved_region(conf: Any) -> Optional[str]:
     return conf.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
 
 
-def check(conf: Any, tracking_uri: str | None, mlflow_enabled: bool) -> None:
+def check(conf: Any, tracking_uri: Optional[str], mlflow_enabled: bool) -> None:
     """Refuse settings that cannot work, in one paragraph naming the key, value and what is allowed."""
 
     def fail(key: str, value: Any, allowed: str) -> LauncherConfigError:
