@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -135,7 +136,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         print(f"\nquantsweep: {error}", file=sys.stderr)
         sys.exit(2)
     (job_dir / ERROR_FILE).unlink(missing_ok=True)
-    if run_config.mlflow.enabled:
+    # set by the SageMaker launcher when the tracking URI is local: it logs the job at home
+    if run_config.mlflow.enabled and not os.environ.get("QUANTSWEEP_MLFLOW_DEFERRED"):
         sweep_dir = Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
         track(job_dir, run_config, sweep_dir)
     return outcome.results

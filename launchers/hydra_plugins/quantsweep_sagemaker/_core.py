@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,7 +34,7 @@ JOB_CHANNEL = "job"
 COMMAND = (
     'set -e; root="${' + ROOT_VARIABLE + ':-/opt/ml}"; cd "$root/input/data/' + BUNDLE_CHANNEL + '"; '
     "python -m pip install --no-cache-dir --disable-pip-version-check -q quantsweep-*.whl -c constraints.txt; "
-    "exec python -m hydra_plugins.quantsweep_sagemaker.container"
+    "exec python -m hydra_plugins.quantsweep_sagemaker._container"
 )
 _NAME = re.compile(r"[^a-zA-Z0-9-]+")
 
@@ -48,7 +50,9 @@ class PlannedJob:
 
 def training_job_name(stamp: str, index: int, overrides: Sequence[str]) -> str:
     """``qs-<time>-<index>-<overrides>``: unique per sweep, readable, within SageMaker's 63 characters."""
-    readable = _NAME.sub("-", "-".join(o.split("=", 1)[-1] for o in overrides)).strip("-")
+    # values that read well in a name: group choices and numbers, not paths or lists
+    values = [o.split("=", 1)[-1] for o in overrides]
+    readable = _NAME.sub("-", "-".join(v for v in values if not any(c in v for c in "/[{"))).strip("-")
     return f"qs-{stamp}-{index:03d}-{readable}"[:63].rstrip("-")
 
 
@@ -130,6 +134,26 @@ def build_request(
     return request
 
 
+def _is_local(tracking_uri: str | None) -> bool:
+    return not tracking_uri or not str(tracking_uri).startswith(("http://", "https://", "arn:aws"))
+
+
+def _prefix(settings: SageMakerLauncherConf, region: str, stamp: str) -> str:
+    if settings.s3_prefix:
+        return f"{str(settings.s3_prefix).rstrip('/')}/{stamp}"
+    if settings.dry_run:
+        return f"s3://<the SageMaker SDK's default bucket in {region}>/quantsweep/{stamp}"
+    from sagemaker.core.helper.session_helper import Session
+
+    return f"s3://{Session(boto_session=_boto_session(region)).default_bucket()}/quantsweep/{stamp}"
+
+
+def _boto_session(region: str) -> Any:
+    import boto3
+
+    return boto3.Session(region_name=region)
+
+
 def _mlflow(config: DictConfig) -> tuple[bool, str | None]:
     node = config.get("mlflow")
     if node is None:
@@ -152,7 +176,7 @@ def launch(
     sweep_dir = Path(str(config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    prefix = (settings.s3_prefix or "s3://<the SageMaker SDK's default bucket>").rstrip("/") + f"/quantsweep/{stamp}"
+    prefix = _prefix(settings, region, stamp)
     image = settings.image_uri or default_image(region, settings.instance_type)
 
     planned: list[PlannedJob] = []
@@ -176,7 +200,7 @@ def launch(
 
     if settings.dry_run:
         return _dry_run(planned)
-    raise NotImplementedError("submitting to SageMaker is not built yet (branch sagemaker-launcher)")
+    return _run_remotely(launcher, planned, region, stamp, enabled and _is_local(tracking_uri))
 
 
 def _dry_run(planned: list[PlannedJob]) -> list[JobReturn]:
@@ -196,3 +220,261 @@ def _dry_run(planned: list[PlannedJob]) -> list[JobReturn]:
         returns.append(ret)
     sys.stdout.flush()
     return returns
+
+
+# ---- the real thing: upload, submit, watch, bring home ----------------------------------
+
+LOCAL_INPUT_KEYS = ("model_name_or_path", "dataset.path")
+FINAL = {"Completed", "Failed", "Stopped"}
+
+
+def _split(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    return bucket, key
+
+
+def _upload_folder(s3: Any, source: Path, uri: str) -> None:
+    bucket, key = _split(uri)
+    files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+    for path in files:
+        relative = path.name if source.is_file() else path.relative_to(source).as_posix()
+        s3.upload_file(str(path), bucket, f"{key}/{relative}")
+
+
+def _exists(s3: Any, uri: str) -> bool:
+    bucket, key = _split(uri)
+    return bool(s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("KeyCount", 0))
+
+
+def _local_inputs(config: DictConfig) -> dict[str, Path]:
+    """Config keys naming files or folders on this machine; Hub ids are left to the container."""
+    from omegaconf import OmegaConf
+
+    found = {}
+    for key in LOCAL_INPUT_KEYS:
+        value = OmegaConf.select(config, key, default=None)
+        if isinstance(value, str) and value and Path(value).exists():
+            found[key] = Path(value).resolve()
+    return found
+
+
+def _content_digest(path: Path) -> str:
+    from quantsweep.cache import folder_digest
+
+    if path.is_dir():
+        return folder_digest(path)[:20]
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:20]
+
+
+def _shapes(request: dict[str, Any]) -> dict[str, Any]:
+    """The request as sagemaker-core's typed shapes."""
+    from sagemaker.core import shapes
+    from sagemaker.core.resources import Tag
+
+    kwargs = dict(request)
+    kwargs["algorithm_specification"] = shapes.AlgorithmSpecification(**request["algorithm_specification"])
+    kwargs["input_data_config"] = [
+        shapes.Channel(
+            channel_name=c["channel_name"],
+            input_mode=c["input_mode"],
+            data_source=shapes.DataSource(s3_data_source=shapes.S3DataSource(**c["data_source"]["s3_data_source"])),
+        )
+        for c in request["input_data_config"]
+    ]
+    kwargs["output_data_config"] = shapes.OutputDataConfig(**request["output_data_config"])
+    kwargs["resource_config"] = shapes.ResourceConfig(**request["resource_config"])
+    kwargs["stopping_condition"] = shapes.StoppingCondition(**request["stopping_condition"])
+    if "vpc_config" in request:
+        kwargs["vpc_config"] = shapes.VpcConfig(**request["vpc_config"])
+    kwargs["tags"] = [Tag(**t) for t in request["tags"]] or None
+    if kwargs["tags"] is None:
+        del kwargs["tags"]
+    return kwargs
+
+
+def _last_log_lines(session: Any, name: str, count: int = 20) -> list[str]:
+    try:
+        logs = session.client("logs")
+        group = "/aws/sagemaker/TrainingJobs"
+        streams = logs.describe_log_streams(logGroupName=group, logStreamNamePrefix=f"{name}/").get("logStreams", [])
+        lines: list[str] = []
+        for stream in streams:
+            events = logs.get_log_events(
+                logGroupName=group, logStreamName=stream["logStreamName"], limit=count, startFromHead=False
+            )["events"]
+            lines += [e["message"] for e in events]
+        return lines[-count:]
+    except Exception as error:  # logs are a courtesy; their absence must not hide the failure
+        return [f"(no CloudWatch logs: {type(error).__name__}: {error})"]
+
+
+def _run_remotely(
+    launcher: SageMakerLauncher, planned: list[PlannedJob], region: str, stamp: str, log_locally: bool
+) -> list[JobReturn]:
+    import cloudpickle
+    from hydra.core.singleton import Singleton
+    from sagemaker.core.resources import TrainingJob
+
+    from hydra_plugins.quantsweep_sagemaker._bundle import build_bundle
+    from hydra_plugins.quantsweep_sagemaker._container import PAYLOAD
+
+    settings = launcher.settings
+    assert launcher.config is not None
+    session = _boto_session(region)
+    s3 = session.client("s3")
+    prefix = planned[0].request["output_data_config"]["s3_output_path"].rsplit("/", 1)[0]
+    with tempfile.TemporaryDirectory(prefix="quantsweep-sagemaker-") as tmp:
+        bundle = build_bundle(Path(tmp) / "bundle")
+        bundle_uri = f"{prefix}/bundle"
+        _upload_folder(s3, bundle.folder, bundle_uri)
+        log.info("Uploaded the job bundle (%s) to %s", ", ".join(p.name for p in bundle.files), bundle_uri)
+        inputs_root = (str(settings.s3_prefix).rstrip("/") if settings.s3_prefix else prefix.rsplit("/", 1)[0]) + "/inputs"
+        for job in planned:
+            channels: dict[str, tuple[str, str]] = {}
+            for number, (key, path) in enumerate(sorted(_local_inputs(job.config).items())):
+                uri = f"{inputs_root}/{_content_digest(path)}"
+                if not _exists(s3, uri):  # content-addressed: an unchanged model is uploaded once
+                    _upload_folder(s3, path, f"{uri}/{path.name}")
+                    log.info("Uploaded %s to %s", path, uri)
+                channel = f"input{number}"
+                channels[key] = (channel, path.name)
+                job.request["input_data_config"].append(s3_channel(channel, uri))
+            payload = {
+                "hydra_context": launcher.hydra_context,
+                "config": job.config,
+                "task_function": launcher.task_function,
+                "singleton_state": Singleton.get_state(),
+                "inputs": channels,
+                "environment": {"QUANTSWEEP_MLFLOW_DEFERRED": "1"} if log_locally else {},
+            }
+            job_file = Path(tmp) / f"{job.name}.pkl"
+            job_file.write_bytes(cloudpickle.dumps(payload))
+            bucket, key = _split(job.request["input_data_config"][1]["data_source"]["s3_data_source"]["s3_uri"])
+            s3.upload_file(str(job_file), bucket, f"{key}/{PAYLOAD}")
+
+    returns: dict[str, JobReturn] = {}
+    pending = list(planned)
+    running: dict[str, tuple[PlannedJob, Any, float]] = {}
+    states: dict[str, str] = {}
+    try:
+        while pending or running:
+            while pending and len(running) < settings.max_parallel_jobs:
+                job = pending.pop(0)
+                created = TrainingJob.create(**_shapes(job.request), session=session, region=region)
+                running[job.name] = (job, created, time.monotonic())
+                states[job.name] = "Submitted"
+            shown = dict(states)
+            _show(states, running)
+            if not settings.wait:
+                for name, (job, _, _) in running.items():
+                    returns[name] = _submitted(job)
+                for job in pending:
+                    raise RuntimeError("wait=false needs max_parallel_jobs >= the number of jobs")
+                break
+            time.sleep(settings.poll_seconds)
+            for name in list(running):
+                job, handle, started = running[name]
+                handle.refresh()
+                status = str(handle.training_job_status)
+                states[name] = status
+                if status in FINAL:
+                    del running[name]
+                    returns[name] = _bring_home(launcher, job, handle, session, log_locally)
+                    launcher.hydra_context.callbacks.on_job_end(config=job.config, job_return=returns[name])
+            if states != shown:  # the display changes when a job's state does
+                shown = dict(states)
+                _show(states, running)
+    except KeyboardInterrupt:
+        stopped = []
+        for name, (_, handle, _) in running.items():
+            try:
+                handle.stop()
+                stopped.append(name)
+            except Exception as error:
+                print(f"Could not stop {name}: {error}", file=sys.stderr)
+        print(f"Interrupted: stopped {len(stopped)} SageMaker training job(s): {', '.join(stopped) or 'none'}", file=sys.stderr)
+        raise
+    return [returns[job.name] for job in planned if job.name in returns]
+
+
+def _show(states: dict[str, str], running: dict[str, Any]) -> None:
+    now = time.monotonic()
+    lines = [f"  {name:<63} {state:<11} {now - running[name][2]:>6.0f} s" if name in running else f"  {name:<63} {state}" for name, state in states.items()]
+    print("SageMaker jobs:\n" + "\n".join(lines), file=sys.stderr)
+
+
+def _submitted(job: PlannedJob) -> JobReturn:
+    ret = JobReturn()
+    ret.overrides = job.overrides
+    ret.cfg = job.config
+    ret.hydra_cfg = job.config
+    ret.status = JobStatus.COMPLETED
+    ret.return_value = {"training_job": job.name}
+    ret.working_dir = ""
+    return ret
+
+
+def _bring_home(launcher: SageMakerLauncher, job: PlannedJob, handle: Any, session: Any, log_locally: bool) -> JobReturn:
+    """Download and unpack a finished job's folder into the local sweep; its JobReturn."""
+    import tarfile
+
+    import cloudpickle
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.quantsweep_sagemaker._container import RETURN
+
+    ret = JobReturn()
+    ret.overrides = job.overrides
+    ret.cfg = job.config
+    ret.hydra_cfg = job.config
+    sweep_dir = Path(str(job.config.hydra.sweep.dir)).resolve()
+    status = str(handle.training_job_status)
+    record: dict[str, Any] | None = None
+    artifacts = getattr(getattr(handle, "model_artifacts", None), "s3_model_artifacts", None)
+    if status == "Completed" and isinstance(artifacts, str):
+        bucket, key = _split(artifacts)
+        with tempfile.TemporaryDirectory(prefix="quantsweep-sagemaker-") as tmp:
+            archive = Path(tmp) / "model.tar.gz"
+            session.client("s3").download_file(bucket, key, str(archive))
+            with tarfile.open(archive) as tar:
+                tar.extractall(Path(tmp) / "model", filter="data")
+            record = cloudpickle.loads((Path(tmp) / "model" / RETURN).read_bytes())
+            local_dir = (sweep_dir / record["relative_dir"]).resolve()
+            if (Path(tmp) / "model" / "job").is_dir():
+                shutil.copytree(Path(tmp) / "model" / "job", local_dir, dirs_exist_ok=True)
+        ret.working_dir = str(local_dir) if record["chdir"] else str(job.config.hydra.runtime.cwd)
+        ret.status = JobStatus[record["status"]]
+        ret.return_value = cloudpickle.loads(record["return"])
+        with open_dict(ret.hydra_cfg):
+            ret.hydra_cfg.hydra.runtime.output_dir = str(local_dir)
+        if log_locally and ret.status == JobStatus.COMPLETED:
+            _log_to_mlflow(local_dir, job.config, sweep_dir)
+        return ret
+    reason = getattr(handle, "failure_reason", None) or status
+    lines = _last_log_lines(session, job.name)
+    ret.status = JobStatus.FAILED
+    ret.return_value = RuntimeError(
+        f"SageMaker training job {job.name} ended {status}: {reason}\nLast log lines:\n" + "\n".join(lines)
+    )
+    ret.working_dir = ""
+    del OmegaConf
+    return ret
+
+
+def _log_to_mlflow(job_dir: Path, config: DictConfig, sweep_dir: Path) -> None:
+    from quantsweep.config import MlflowConfig
+    from quantsweep.results import RESULTS_FILE
+    from quantsweep.tracking import log_job
+
+    if not (job_dir / RESULTS_FILE).is_file():
+        return
+    node = config.get("mlflow") or {}
+    settings = MlflowConfig(
+        enabled=True, tracking_uri=node.get("tracking_uri"), experiment_name=node.get("experiment_name")
+    )
+    try:
+        log_job(job_dir, settings, sweep_dir)
+    except Exception as error:
+        log.warning("Could not log %s to MLflow (%s); quantsweep-log %s uploads it later.", job_dir, error, job_dir)

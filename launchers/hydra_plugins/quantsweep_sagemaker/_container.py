@@ -1,0 +1,123 @@
+"""What runs inside the SageMaker container: one Hydra job, its folder packed for the trip home.
+
+The training command installs the bundle and runs ``python -m
+hydra_plugins.quantsweep_sagemaker._container``. The job arrives as a cloudpickle of
+Hydra's context, the composed job config, the task function and Hydra's global state,
+exactly what the launcher would have passed to ``run_job`` locally. Inputs follow
+SageMaker's container contract under ``/opt/ml`` (relocatable for tests through
+``QUANTSWEEP_OPT_ML``); the job folder goes to ``/opt/ml/model/job``, which SageMaker
+uploads as ``model.tar.gz``, with ``return.pkl`` (Hydra's JobReturn) beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+ROOT_VARIABLE = "QUANTSWEEP_OPT_ML"
+PAYLOAD = "job.pkl"
+RETURN = "return.pkl"
+# text files of a job folder in which container paths are put back to the user's paths
+_TEXT_SUFFIXES = (".yaml", ".json", ".log", ".txt")
+
+
+def container_root() -> Path:
+    return Path(os.environ.get(ROOT_VARIABLE, "/opt/ml"))
+
+
+def restore_paths(folder: Path, replacements: dict[str, str]) -> None:
+    """Write the user's original paths back into the job's text files."""
+    if not replacements:
+        return
+    for path in folder.rglob("*"):
+        if path.is_file() and path.suffix in _TEXT_SUFFIXES:
+            text = path.read_text(encoding="utf-8", errors="surrogateescape")
+            new = text
+            for container_path, original in replacements.items():
+                new = new.replace(container_path, original)
+            if new != text:
+                path.write_text(new, encoding="utf-8", errors="surrogateescape")
+
+
+def run(root: Path) -> int:
+    import cloudpickle
+    from hydra.core.singleton import Singleton
+    from hydra.core.utils import JobStatus, run_job
+    from omegaconf import OmegaConf, open_dict
+
+    payload: dict[str, Any] = cloudpickle.loads((root / "input" / "data" / "job" / PAYLOAD).read_bytes())
+    Singleton.set_state(payload["singleton_state"])
+    work = root / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    os.chdir(work)
+    config = payload["config"]
+    replacements: dict[str, str] = {}
+    with open_dict(config):
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if sweep_dir.is_absolute():  # the user's absolute folders do not exist here
+            config.hydra.sweep.dir = str(work / "absolute" / sweep_dir.relative_to(sweep_dir.anchor))
+        for key, (channel, name) in payload["inputs"].items():
+            local = root / "input" / "data" / channel / name
+            replacements[str(local)] = str(OmegaConf.select(config, key))
+            OmegaConf.update(config, key, str(local))
+    for name, value in payload.get("environment", {}).items():
+        os.environ[name] = value
+
+    from hydra._internal.callbacks import Callbacks
+    from hydra.types import HydraContext
+
+    # callbacks run at home, where the sweep folder is (the launcher calls them after download)
+    context = HydraContext(config_loader=payload["hydra_context"].config_loader, callbacks=Callbacks())
+    ret = run_job(
+        hydra_context=context,
+        task_function=payload["task_function"],
+        config=config,
+        job_dir_key="hydra.sweep.dir",
+        job_subdir_key="hydra.sweep.subdir",
+    )
+    output_dir = Path(str(ret.hydra_cfg.hydra.runtime.output_dir))
+    restore_paths(output_dir, replacements)
+    model = root / "model"
+    model.mkdir(parents=True, exist_ok=True)
+    if output_dir.is_dir():
+        shutil.copytree(output_dir, model / "job", dirs_exist_ok=True)
+    relative = os.path.relpath(output_dir, Path(str(config.hydra.sweep.dir)).resolve())
+    record = {
+        "status": ret.status.name,
+        "relative_dir": relative,
+        "chdir": os.path.realpath(str(ret.working_dir)) == os.path.realpath(output_dir),
+    }
+    try:
+        record["return"] = cloudpickle.dumps(ret._return_value)
+    except Exception:  # an unpicklable return value still reports its type and text
+        record["return"] = cloudpickle.dumps(RuntimeError(repr(ret._return_value)))
+    (model / RETURN).write_bytes(cloudpickle.dumps(record))
+    if ret.status == JobStatus.FAILED:
+        error = ret._return_value
+        message = f"{type(error).__name__}: {error}"
+        (root / "output").mkdir(parents=True, exist_ok=True)
+        # SageMaker reports this file's text as the job's FailureReason
+        (root / "output" / "failure").write_text(message[:1000], encoding="utf-8")
+        print(message, file=sys.stderr)
+        return 1
+    return 0
+
+
+def main() -> None:
+    root = container_root()
+    try:
+        code = run(root)
+    except Exception as error:  # a crash before or around the job: say why, as SageMaker expects
+        (root / "output").mkdir(parents=True, exist_ok=True)
+        (root / "output" / "failure").write_text(f"{type(error).__name__}: {error}"[:1000], encoding="utf-8")
+        traceback.print_exc()
+        code = 2
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
