@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -53,6 +54,7 @@ class FakeSageMaker:
         self.finished: dict[str, subprocess.CompletedProcess[str]] = {}
         self.url = ""
         self._patched: Any = None
+        self.root = workdir / "opt" / "ml"
 
     def __enter__(self) -> FakeSageMaker:
         from moto.sagemaker import models, responses
@@ -119,12 +121,12 @@ class FakeSageMaker:
             aws_secret_access_key="testing",
         )
 
-    def create_role(self) -> str:
+    def create_role_named(self, name: str) -> str:
         iam = self.client("iam")
         policy = json.dumps({"Version": "2012-10-17", "Statement": []})
-        return str(iam.create_role(RoleName="quantsweep-test", AssumeRolePolicyDocument=policy)["Role"]["Arn"])
+        return str(iam.create_role(RoleName=name, AssumeRolePolicyDocument=policy)["Role"]["Arn"])
 
-    def create_bucket(self, name: str = "quantsweep-test") -> str:
+    def create_bucket(self, name: str) -> str:
         self.client("s3").create_bucket(Bucket=name)
         return name
 
@@ -153,7 +155,9 @@ class FakeSageMaker:
 
     def _run(self, job: Any) -> None:
         name = job.training_job_name
-        root = self.workdir / "containers" / name / "opt" / "ml"
+        # one instance at a time, as /opt/ml is one folder: jobs run one after the other
+        root = self.root
+        shutil.rmtree(root, ignore_errors=True)
         channels = {}
         for channel in job.input_data_config:
             source = channel["DataSource"]["S3DataSource"]["S3Uri"]
@@ -190,7 +194,7 @@ class FakeSageMaker:
         self.finished[name] = result
         self._log(name, (result.stdout + result.stderr).splitlines(), started)
         if result.returncode == 0:
-            archive = root.parent / "model.tar.gz"
+            archive = self.workdir / f"{name}.tar.gz"
             with tarfile.open(archive, "w:gz") as tar:
                 for path in sorted((root / "model").iterdir()):
                     tar.add(path, arcname=path.name)

@@ -326,7 +326,7 @@ def _run_remotely(
     s3 = session.client("s3")
     prefix = planned[0].request["output_data_config"]["s3_output_path"].rsplit("/", 1)[0]
     with tempfile.TemporaryDirectory(prefix="quantsweep-sagemaker-") as tmp:
-        bundle = build_bundle(Path(tmp) / "bundle")
+        bundle = build_bundle(Path(tmp) / "bundle", Path(settings.project_dir) if settings.project_dir else None)
         bundle_uri = f"{prefix}/bundle"
         _upload_folder(s3, bundle.folder, bundle_uri)
         log.info("Uploaded the job bundle (%s) to %s", ", ".join(p.name for p in bundle.files), bundle_uri)

@@ -56,6 +56,9 @@ class SageMakerLauncherConf:
     wait: bool = True
     # print the training-job requests and send nothing
     dry_run: bool = False
+    # the quantsweep source checkout the bundle's wheel is built from
+    # (null: the working directory or one of its parents, else beside the installed package)
+    project_dir: Optional[str] = None
 
 
 def resolved_region(conf: Any) -> Optional[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,7 +11,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from hydra_plugins.quantsweep_sagemaker.config import SageMakerLauncherConf
+from hydra_plugins.quantsweep_sagemaker.config import LauncherConfigError, SageMakerLauncherConf
 
 
 class SageMakerLauncher(Launcher):
@@ -27,5 +28,11 @@ class SageMakerLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from hydra_plugins.quantsweep_sagemaker import _core  # the SageMaker SDK loads only now
+        from hydra_plugins.quantsweep_sagemaker._bundle import BundleError
 
-        return _core.launch(self, job_overrides, initial_job_idx)
+        try:
+            return _core.launch(self, job_overrides, initial_job_idx)
+        except (LauncherConfigError, BundleError) as error:
+            # one paragraph for the user, not a traceback; nothing was uploaded yet
+            print(f"\nquantsweep: {error}", file=sys.stderr)
+            raise SystemExit(2) from None

@@ -1,0 +1,211 @@
+"""The SageMaker launcher against moto on 127.0.0.1, with the harness playing the container."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from quantsweep.testing import run_module
+
+from sagemaker_harness import FakeSageMaker
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = [
+    "benchmark.duration=0.04",
+    "benchmark.batch_sizes=[1]",
+    "benchmark.input_lengths=[8]",
+    "benchmark.warmup=1",
+    "benchmark.windows=2",
+    "benchmark.threads=1",
+    "calibration.num_calibration_samples=8",
+]
+
+
+@pytest.fixture(scope="module")
+def sagemaker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeSageMaker]:
+    with FakeSageMaker(tmp_path_factory.mktemp("sagemaker")) as fake:
+        yield fake
+
+
+def launcher_args(fake: FakeSageMaker, bucket: str, role: str) -> list[str]:
+    return [
+        "hydra/launcher=sagemaker",
+        f"hydra.launcher.role={role}",
+        f"hydra.launcher.s3_prefix=s3://{bucket}/quantsweep",
+        "hydra.launcher.poll_seconds=0.5",
+        "hydra.launcher.instance_type=ml.c5.xlarge",
+        "hydra.launcher.image_uri=123456789012.dkr.ecr.us-east-1.amazonaws.com/quantsweep-test:latest",
+        f"hydra.launcher.project_dir={REPO}",
+    ]
+
+
+def objects(fake: FakeSageMaker, bucket: str) -> list[str]:
+    listing = fake.client("s3").list_objects_v2(Bucket=bucket)
+    return [item["Key"] for item in listing.get("Contents", [])]
+
+
+def test_the_launcher_is_a_discoverable_hydra_plugin() -> None:
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.launcher import Launcher
+
+    found = {f"{c.__module__}.{c.__name__}" for c in Plugins.instance().discover(Launcher)}
+    assert "hydra_plugins.quantsweep_sagemaker.launcher.SageMakerLauncher" in found
+
+
+def test_bad_settings_fail_before_anything_is_uploaded(tmp_path, sagemaker, distilbert_dir, conll_dir):
+    bucket = sagemaker.create_bucket("bad-settings")
+    role = sagemaker.create_role_named("bad-settings")
+    base = ["--multirun", f"model_name_or_path={distilbert_dir}", f"dataset.path={conll_dir}"]
+    before = len(sagemaker.client("sagemaker").list_training_jobs()["TrainingJobSummaries"])
+    cases = [
+        (["hydra.launcher.role=null"], "`hydra.launcher.role` is None"),
+        (["hydra.launcher.instance_type=c5.xlarge"], "`hydra.launcher.instance_type` is 'c5.xlarge'"),
+        (["hydra.launcher.region=null"], None),
+        (["hydra.launcher.wait=false"], "local to this machine"),
+    ]
+    for overrides, expected in cases:
+        env = sagemaker.environment()
+        if overrides == ["hydra.launcher.region=null"]:
+            env = {**env, "AWS_DEFAULT_REGION": "", "AWS_REGION": ""}
+            expected = "`hydra.launcher.region`"
+        keys = {o.split("=", 1)[0] for o in overrides}
+        defaults = [a for a in launcher_args(sagemaker, bucket, role) if a.split("=", 1)[0] not in keys]
+        result = run_module(
+            "quantsweep.cli",
+            *base,
+            *defaults,
+            *overrides,
+            cwd=tmp_path,
+            check=False,
+            env=env,
+        )
+        assert result.returncode != 0, overrides
+        assert expected in result.stderr, (overrides, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr
+    assert objects(sagemaker, bucket) == []
+    assert len(sagemaker.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]) == before
+
+
+def test_dry_run_prints_the_requests_and_sends_nothing(tmp_path, sagemaker, distilbert_dir, conll_dir):
+    bucket = sagemaker.create_bucket("dry-run")
+    role = sagemaker.create_role_named("dry-run")
+    before = len(sagemaker.client("sagemaker").list_training_jobs()["TrainingJobSummaries"])
+    result = run_module(
+        "quantsweep.cli",
+        "--multirun",
+        f"model_name_or_path={distilbert_dir}",
+        f"dataset.path={conll_dir}",
+        "quantization=dynamic,static",
+        *launcher_args(sagemaker, bucket, role),
+        "hydra.launcher.dry_run=true",
+        "hydra.launcher.use_spot_instances=true",
+        "hydra.launcher.max_wait_seconds=90000",
+        "+hydra.launcher.tags.team=nlp",
+        cwd=tmp_path,
+        env=sagemaker.environment(),
+    )
+    requests = [json.loads(block) for block in _json_blocks(result.stdout)]
+    assert len(requests) == 2
+    request = requests[0]["CreateTrainingJob"]
+    assert request["role_arn"] == role
+    assert request["resource_config"]["instance_type"] == "ml.c5.xlarge"
+    assert request["enable_managed_spot_training"] is True
+    assert request["stopping_condition"]["max_wait_time_in_seconds"] == 90000
+    assert request["tags"] == [{"key": "team", "value": "nlp"}]
+    assert {c["channel_name"] for c in request["input_data_config"]} >= {"bundle", "job"}
+    assert objects(sagemaker, bucket) == []
+    assert len(sagemaker.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]) == before
+
+
+def _json_blocks(text: str) -> list[str]:
+    blocks, current, depth = [], [], 0
+    for line in text.splitlines():
+        if not current and not line.startswith("{"):
+            continue
+        current.append(line)
+        depth += line.count("{") - line.count("}")
+        if depth == 0:
+            blocks.append("\n".join(current))
+            current = []
+    return blocks
+
+
+@pytest.mark.slow
+def test_a_remote_sweep_lands_like_a_local_one(tmp_path, sagemaker, distilbert_dir, conll_dir):
+    bucket = sagemaker.create_bucket("remote-sweep")
+    role = sagemaker.create_role_named("remote-sweep")
+    sweep = tmp_path / "sweep"
+    args = [
+        "--multirun",
+        f"model_name_or_path={distilbert_dir}",
+        f"dataset.path={conll_dir}",
+        "quantization=dynamic,static",
+        *FAST,
+        *launcher_args(sagemaker, bucket, role),
+        f"hydra.sweep.dir={sweep}",
+    ]
+    run_module("quantsweep.cli", *args, cwd=tmp_path, env=sagemaker.environment())
+
+    jobs = sorted(p for p in sweep.iterdir() if (p / "results.json").is_file())
+    assert [j.name.split("-")[0] for j in jobs] == ["dynamic", "static"]
+    for job in jobs:
+        for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "quantsweep.log", "model_quantized.onnx"):
+            assert (job / name).is_file(), (job, name)
+        saved = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+        results = json.loads((job / "results.json").read_text())
+        # the user's paths, not the container's channel paths
+        assert saved["model_name_or_path"] == str(distilbert_dir)
+        assert results["config"]["dataset"]["path"] == str(conll_dir)
+    assert (sweep / "README.md").is_file() and (sweep / "results.csv").is_file()
+    # MLflow's local store got the remote jobs, logged at home after the download
+    assert (tmp_path / "outputs" / "mlflow.db").is_file()
+
+    keys = objects(sagemaker, bucket)
+    # model and data uploaded once for both jobs, content-addressed
+    inputs = {k.split("/")[2] for k in keys if k.startswith("quantsweep/inputs/")}
+    assert len(inputs) == 2
+    wheel = next(k for k in keys if k.endswith(".whl"))
+    local_wheel = tmp_path / "bundle.whl"
+    sagemaker.client("s3").download_file(bucket, wheel, str(local_wheel))
+    names = zipfile.ZipFile(local_wheel).namelist()
+    assert not [n for n in names if n.startswith((".git", "outputs/")) or "/outputs/" in n or ".cache" in n]
+    assert "hydra_plugins/quantsweep_sagemaker/_container.py" in names
+    for job in jobs:
+        archive = next(k for k in keys if k.endswith("model.tar.gz") and job.name.split("-")[0] in k)
+        target = tmp_path / "model.tar.gz"
+        sagemaker.client("s3").download_file(bucket, archive, str(target))
+        assert "return.pkl" in tarfile.open(target).getnames()
+
+
+@pytest.mark.slow
+def test_a_failed_job_reports_sagemakers_reason_and_the_others_finish(tmp_path, sagemaker, distilbert_dir, conll_dir):
+    bucket = sagemaker.create_bucket("failing")
+    role = sagemaker.create_role_named("failing")
+    sweep = tmp_path / "sweep"
+    fast = [a for a in FAST if not a.startswith("benchmark.duration")]
+    result = run_module(
+        "quantsweep.cli",
+        "--multirun",
+        f"model_name_or_path={distilbert_dir}",
+        f"dataset.path={conll_dir}",
+        *fast,
+        "benchmark.duration=-1,0.04",
+        "mlflow.enabled=false",
+        *launcher_args(sagemaker, bucket, role),
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+        check=False,
+        env=sagemaker.environment(),
+    )
+    assert result.returncode != 0
+    assert "ended Failed" in result.stderr and "benchmark.duration" in result.stderr
+    assert "Last log lines" in result.stderr
+    finished = [p for p in sweep.iterdir() if (p / "results.json").is_file()]
+    assert len(finished) == 1
+
