@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import tarfile
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 
 from quantsweep.testing import run_module
 
@@ -27,10 +31,24 @@ FAST = [
 ]
 
 
+# A fixed folder: Hydra's integration suite asks where remote jobs run before any fixture exists.
+HARNESS_DIR = Path(tempfile.gettempdir()) / f"quantsweep-sagemaker-harness-{os.getpid()}"
+SUITE_BUCKET = "hydra-suites"
+
+
 @pytest.fixture(scope="module")
-def sagemaker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeSageMaker]:
-    with FakeSageMaker(tmp_path_factory.mktemp("sagemaker")) as fake:
-        yield fake
+def sagemaker() -> Iterator[FakeSageMaker]:
+    HARNESS_DIR.mkdir(parents=True, exist_ok=True)
+    try:
+        with FakeSageMaker(HARNESS_DIR) as fake, pytest.MonkeyPatch.context() as patch:
+            # in-process launches (Hydra's launcher suite) and the suite's subprocesses see moto
+            for name, value in fake.environment().items():
+                patch.setenv(name, value)
+            fake.create_bucket(SUITE_BUCKET)
+            fake.suite_role = fake.create_role_named("hydra-suites")
+            yield fake
+    finally:
+        shutil.rmtree(HARNESS_DIR, ignore_errors=True)
 
 
 def launcher_args(fake: FakeSageMaker, bucket: str, role: str) -> list[str]:
@@ -209,3 +227,33 @@ def test_a_failed_job_reports_sagemakers_reason_and_the_others_finish(tmp_path, 
     finished = [p for p in sweep.iterdir() if (p / "results.json").is_file()]
     assert len(finished) == 1
 
+
+
+# Hydra's own launcher test suites, run through the launcher, moto and the harness.
+
+
+def suite_flags() -> list[str]:
+    return [
+        "hydra/launcher=sagemaker",
+        "hydra.launcher.role=arn:aws:iam::123456789012:role/hydra-suites",
+        f"hydra.launcher.s3_prefix=s3://{SUITE_BUCKET}/suites",
+        "hydra.launcher.poll_seconds=0.2",
+        "hydra.launcher.instance_type=ml.c5.xlarge",
+        "hydra.launcher.image_uri=123456789012.dkr.ecr.us-east-1.amazonaws.com/quantsweep-test:latest",
+        f"hydra.launcher.project_dir={REPO}",
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("sagemaker")
+@pytest.mark.parametrize("launcher_name, overrides", [("sagemaker", suite_flags()[1:])])
+class TestLauncherSuite(LauncherTestSuite):
+    pass
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("sagemaker")
+@pytest.mark.parametrize("task_launcher_cfg, extra_flags", [({}, ["-m", *suite_flags()])])
+class TestIntegrationSuite(IntegrationTestSuite):
+    def get_test_app_working_dir(self) -> Path:
+        return HARNESS_DIR / "opt" / "ml" / "work"

@@ -358,6 +358,7 @@ def _run_remotely(
     pending = list(planned)
     running: dict[str, tuple[PlannedJob, Any, float]] = {}
     states: dict[str, str] = {}
+    shown: dict[str, str] = {}
     try:
         while pending or running:
             while pending and len(running) < settings.max_parallel_jobs:
@@ -365,8 +366,9 @@ def _run_remotely(
                 created = TrainingJob.create(**_shapes(job.request), session=session, region=region)
                 running[job.name] = (job, created, time.monotonic())
                 states[job.name] = "Submitted"
-            shown = dict(states)
-            _show(states, running)
+            if states != shown:
+                shown = dict(states)
+                _show(states, running)
             if not settings.wait:
                 for name, (job, _, _) in running.items():
                     returns[name] = _submitted(job)
@@ -418,17 +420,22 @@ def _submitted(job: PlannedJob) -> JobReturn:
 
 def _bring_home(launcher: SageMakerLauncher, job: PlannedJob, handle: Any, session: Any, log_locally: bool) -> JobReturn:
     """Download and unpack a finished job's folder into the local sweep; its JobReturn."""
+    import copy
     import tarfile
 
     import cloudpickle
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf, read_write
 
     from hydra_plugins.quantsweep_sagemaker._container import RETURN
 
     ret = JobReturn()
     ret.overrides = job.overrides
-    ret.cfg = job.config
-    ret.hydra_cfg = job.config
+    # as Hydra's run_job returns them: the task config, and the hydra node apart
+    ret.cfg = copy.deepcopy(job.config)
+    with read_write(ret.cfg), open_dict(ret.cfg):
+        del ret.cfg["hydra"]
+    ret.hydra_cfg = OmegaConf.create({"hydra": copy.deepcopy(job.config.hydra)})
+    ret.task_name = str(job.config.hydra.job.name)
     sweep_dir = Path(str(job.config.hydra.sweep.dir)).resolve()
     status = str(handle.training_job_status)
     record: dict[str, Any] | None = None
@@ -459,7 +466,6 @@ def _bring_home(launcher: SageMakerLauncher, job: PlannedJob, handle: Any, sessi
         f"SageMaker training job {job.name} ended {status}: {reason}\nLast log lines:\n" + "\n".join(lines)
     )
     ret.working_dir = ""
-    del OmegaConf
     return ret
 
 
