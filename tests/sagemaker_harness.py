@@ -18,6 +18,7 @@ bundle's wheel, which the command installs, so the bundle proves it runs on its 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -82,8 +83,8 @@ class FakeSageMaker:
             jobs.put(job)
             return result
 
-        models.FakeTrainingJob.__init__ = held  # type: ignore[method-assign]
-        responses.SageMakerResponse.create_training_job = create  # type: ignore[method-assign]
+        models.FakeTrainingJob.__init__ = held  # type: ignore[method-assign,assignment]
+        responses.SageMakerResponse.create_training_job = create  # type: ignore[method-assign,assignment]
         self._patched = [
             (models.FakeTrainingJob, "__init__", original_init),
             (responses.SageMakerResponse, "create_training_job", original_create),
@@ -172,12 +173,22 @@ class FakeSageMaker:
             json.dumps({c["ChannelName"]: {"TrainingInputMode": "File"} for c in job.input_data_config})
         )
         (config / "resourceconfig.json").write_text(
-            json.dumps({"current_host": "algo-1", "hosts": ["algo-1"], "current_instance_type": job.resource_config["InstanceType"]})
+            json.dumps(
+                {
+                    "current_host": "algo-1",
+                    "hosts": ["algo-1"],
+                    "current_instance_type": job.resource_config["InstanceType"],
+                }
+            )
         )
         for folder in ("model", "output/data", "code"):
             (root / folder).mkdir(parents=True, exist_ok=True)
         env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "VIRTUAL_ENV", "PYTHONPATH"))},
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("PYTEST", "VIRTUAL_ENV", "PYTHONPATH"))
+            },
             **job.container_environment,
             "QUANTSWEEP_OPT_ML": str(root),
             "SM_MODEL_DIR": str(root / "model"),
@@ -190,7 +201,9 @@ class FakeSageMaker:
         spec = job.algorithm_specification
         command = list(spec.get("ContainerEntrypoint") or []) + list(spec.get("ContainerArguments") or [])
         started = time.time()
-        result = subprocess.run(command, env=env, cwd=root / "code", capture_output=True, text=True, timeout=1200)
+        result = subprocess.run(
+            command, env=env, cwd=root / "code", capture_output=True, text=True, timeout=1200
+        )
         self.finished[name] = result
         self._log(name, (result.stdout + result.stderr).splitlines(), started)
         if result.returncode == 0:
@@ -204,15 +217,15 @@ class FakeSageMaker:
             job.training_job_status = "Completed"
         else:
             failure = root / "output" / "failure"
-            job.failure_reason = failure.read_text() if failure.is_file() else f"exit code {result.returncode}"
+            job.failure_reason = (
+                failure.read_text() if failure.is_file() else f"exit code {result.returncode}"
+            )
             job.training_job_status = "Failed"
 
     def _log(self, name: str, lines: list[str], started: float) -> None:
         logs = self.client("logs")
-        try:
+        with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
             logs.create_log_group(logGroupName=LOG_GROUP)
-        except logs.exceptions.ResourceAlreadyExistsException:
-            pass
         stream = f"{name}/algo-1-{int(started)}"
         logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
         kept = [line for line in lines if line.strip()]

@@ -187,7 +187,7 @@ def test_a_writer_killed_mid_build_leaves_no_entry_and_the_next_writer_builds(tm
 # The cache inside real jobs (tiny model, real export, calibration and ONNX Runtime).
 
 
-def _config(model: Path, data: Path, cache_dir: Path, **changes: object) -> RunConfig:
+def _config(model: Path, data: Path, cache_dir: Path, **changes: Any) -> RunConfig:
     config = RunConfig(
         model_name_or_path=str(model),
         dataset=DatasetConfig(path=str(data)),
@@ -199,7 +199,7 @@ def _config(model: Path, data: Path, cache_dir: Path, **changes: object) -> RunC
         mlflow=MlflowConfig(enabled=False),
         cache_dir=str(cache_dir),
     )
-    return replace(config, **changes)  # type: ignore[arg-type]
+    return replace(config, **changes)
 
 
 def _scores(results: dict[str, Any], side: str) -> dict[str, Any]:
@@ -237,7 +237,7 @@ def test_jobs_share_export_evaluation_and_calibration_and_key_changes_invalidate
     assert (tmp_path / "again" / "model.onnx").is_file()
 
     # what changes with each key part
-    def hits(**changes: object) -> dict[str, bool]:
+    def hits(**changes: Any) -> dict[str, bool]:
         name = "-".join(f"{k}" for k in changes)
         results = _run(_config(distilbert_dir, conll_dir, cache_dir, **changes), tmp_path / name)
         return {k: v["hit"] for k, v in results["cache"].items()}

@@ -16,7 +16,6 @@ import yaml
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 
 from quantsweep.testing import run_module
-
 from sagemaker_harness import FakeSageMaker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -142,7 +141,9 @@ def test_dry_run_prints_the_requests_and_sends_nothing(tmp_path, sagemaker, dist
 
 
 def _json_blocks(text: str) -> list[str]:
-    blocks, current, depth = [], [], 0
+    blocks: list[str] = []
+    current: list[str] = []
+    depth = 0
     for line in text.splitlines():
         if not current and not line.startswith("{"):
             continue
@@ -182,7 +183,11 @@ def test_a_remote_sweep_lands_like_a_local_one(tmp_path, sagemaker, distilbert_d
         assert results["config"]["dataset"]["path"] == str(conll_dir)
     assert (sweep / "README.md").is_file() and (sweep / "results.csv").is_file()
     # MLflow's local store got the remote jobs, logged at home after the download
-    assert (tmp_path / "outputs" / "mlflow.db").is_file()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    assert sum("mlflow.parentRunId" in r.data.tags for r in runs) == 2
 
     keys = objects(sagemaker, bucket)
     # model and data uploaded once for both jobs, content-addressed
@@ -198,11 +203,14 @@ def test_a_remote_sweep_lands_like_a_local_one(tmp_path, sagemaker, distilbert_d
         archive = next(k for k in keys if k.endswith("model.tar.gz") and job.name.split("-")[0] in k)
         target = tmp_path / "model.tar.gz"
         sagemaker.client("s3").download_file(bucket, archive, str(target))
-        assert "return.pkl" in tarfile.open(target).getnames()
+        with tarfile.open(target) as archive_file:
+            assert "return.pkl" in archive_file.getnames()
 
 
 @pytest.mark.slow
-def test_a_failed_job_reports_sagemakers_reason_and_the_others_finish(tmp_path, sagemaker, distilbert_dir, conll_dir):
+def test_a_failed_job_reports_sagemakers_reason_and_the_others_finish(
+    tmp_path, sagemaker, distilbert_dir, conll_dir
+):
     bucket = sagemaker.create_bucket("failing")
     role = sagemaker.create_role_named("failing")
     sweep = tmp_path / "sweep"
@@ -226,7 +234,6 @@ def test_a_failed_job_reports_sagemakers_reason_and_the_others_finish(tmp_path, 
     assert "Last log lines" in result.stderr
     finished = [p for p in sweep.iterdir() if (p / "results.json").is_file()]
     assert len(finished) == 1
-
 
 
 # Hydra's own launcher test suites, run through the launcher, moto and the harness.

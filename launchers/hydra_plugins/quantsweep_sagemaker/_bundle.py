@@ -48,16 +48,39 @@ def project_root(start: Path | None = None) -> Path:
     )
 
 
+def source_digest(root: Path) -> str:
+    """What the wheel is built from: the project file, constraints and every source file."""
+    digest = hashlib.sha256()
+    files = [root / "pyproject.toml", root / CONSTRAINTS]
+    for folder in ("src", "conf", "launchers"):
+        files += sorted(
+            p
+            for p in (root / folder).rglob("*")
+            if p.is_file()
+            and not any(part == "__pycache__" or part.endswith(".egg-info") for part in p.parts)
+        )
+    for path in files:
+        if path.is_file():
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def build_bundle(out: Path, root: Path | None = None) -> Bundle:
+    """The wheel and constraints in ``out``; the wheel is built once per state of the sources."""
+    from quantsweep.cache import ArtifactCache
+
     root = root or project_root()
     out.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(root)],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        raise BundleError(f"Building the quantsweep wheel from {root} failed:\n{result.stderr[-2000:]}")
+    cache = ArtifactCache(root / "outputs" / "cache")
+    with cache.obtain(
+        "bundle", {"sources": source_digest(root)}, lambda folder: _build_wheel(root, folder), out
+    ) as (
+        folder,
+        _,
+    ):
+        for path in folder.iterdir():
+            if path.suffix == ".whl":
+                shutil.copyfile(path, out / path.name)
     wheels = sorted(out.glob("quantsweep-*.whl"))
     if len(wheels) != 1:
         raise BundleError(f"Expected one quantsweep wheel in {out}, found {[w.name for w in wheels]}.")
@@ -70,3 +93,24 @@ def build_bundle(out: Path, root: Path | None = None) -> Bundle:
     for path in sorted(p for p in out.iterdir() if p.is_file()):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return Bundle(folder=out, wheel=wheels[0], digest=digest.hexdigest()[:20])
+
+
+def _build_wheel(root: Path, out: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(root),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise BundleError(f"Building the quantsweep wheel from {root} failed:\n{result.stderr[-2000:]}")

@@ -79,6 +79,7 @@ def run(root: Path) -> int:
         job_dir_key="hydra.sweep.dir",
         job_subdir_key="hydra.sweep.subdir",
     )
+    assert ret.hydra_cfg is not None
     output_dir = Path(str(ret.hydra_cfg.hydra.runtime.output_dir))
     restore_paths(output_dir, replacements)
     model = root / "model"

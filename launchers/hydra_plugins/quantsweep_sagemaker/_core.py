@@ -204,7 +204,9 @@ def launch(
 
 
 def _dry_run(planned: list[PlannedJob]) -> list[JobReturn]:
-    print(f"quantsweep SageMaker launcher, dry run: {len(planned)} training job(s) would be created; nothing was sent.")
+    print(
+        f"quantsweep SageMaker launcher, dry run: {len(planned)} training job(s) would be created; nothing was sent."
+    )
     for job in planned:
         print(json.dumps({"CreateTrainingJob": job.request}, indent=2, sort_keys=False))
     returns = []
@@ -279,7 +281,9 @@ def _shapes(request: dict[str, Any]) -> dict[str, Any]:
         shapes.Channel(
             channel_name=c["channel_name"],
             input_mode=c["input_mode"],
-            data_source=shapes.DataSource(s3_data_source=shapes.S3DataSource(**c["data_source"]["s3_data_source"])),
+            data_source=shapes.DataSource(
+                s3_data_source=shapes.S3DataSource(**c["data_source"]["s3_data_source"])
+            ),
         )
         for c in request["input_data_config"]
     ]
@@ -298,7 +302,9 @@ def _last_log_lines(session: Any, name: str, count: int = 20) -> list[str]:
     try:
         logs = session.client("logs")
         group = "/aws/sagemaker/TrainingJobs"
-        streams = logs.describe_log_streams(logGroupName=group, logStreamNamePrefix=f"{name}/").get("logStreams", [])
+        streams = logs.describe_log_streams(logGroupName=group, logStreamNamePrefix=f"{name}/").get(
+            "logStreams", []
+        )
         lines: list[str] = []
         for stream in streams:
             events = logs.get_log_events(
@@ -326,11 +332,15 @@ def _run_remotely(
     s3 = session.client("s3")
     prefix = planned[0].request["output_data_config"]["s3_output_path"].rsplit("/", 1)[0]
     with tempfile.TemporaryDirectory(prefix="quantsweep-sagemaker-") as tmp:
-        bundle = build_bundle(Path(tmp) / "bundle", Path(settings.project_dir) if settings.project_dir else None)
+        bundle = build_bundle(
+            Path(tmp) / "bundle", Path(settings.project_dir) if settings.project_dir else None
+        )
         bundle_uri = f"{prefix}/bundle"
         _upload_folder(s3, bundle.folder, bundle_uri)
         log.info("Uploaded the job bundle (%s) to %s", ", ".join(p.name for p in bundle.files), bundle_uri)
-        inputs_root = (str(settings.s3_prefix).rstrip("/") if settings.s3_prefix else prefix.rsplit("/", 1)[0]) + "/inputs"
+        inputs_root = (
+            str(settings.s3_prefix).rstrip("/") if settings.s3_prefix else prefix.rsplit("/", 1)[0]
+        ) + "/inputs"
         for job in planned:
             channels: dict[str, tuple[str, str]] = {}
             for number, (key, path) in enumerate(sorted(_local_inputs(job.config).items())):
@@ -351,7 +361,9 @@ def _run_remotely(
             }
             job_file = Path(tmp) / f"{job.name}.pkl"
             job_file.write_bytes(cloudpickle.dumps(payload))
-            bucket, key = _split(job.request["input_data_config"][1]["data_source"]["s3_data_source"]["s3_uri"])
+            bucket, key = _split(
+                job.request["input_data_config"][1]["data_source"]["s3_data_source"]["s3_uri"]
+            )
             s3.upload_file(str(job_file), bucket, f"{key}/{PAYLOAD}")
 
     returns: dict[str, JobReturn] = {}
@@ -372,18 +384,19 @@ def _run_remotely(
             if not settings.wait:
                 for name, (job, _, _) in running.items():
                     returns[name] = _submitted(job)
-                for job in pending:
+                if pending:
                     raise RuntimeError("wait=false needs max_parallel_jobs >= the number of jobs")
                 break
             time.sleep(settings.poll_seconds)
             for name in list(running):
-                job, handle, started = running[name]
+                job, handle, _ = running[name]
                 handle.refresh()
                 status = str(handle.training_job_status)
                 states[name] = status
                 if status in FINAL:
                     del running[name]
                     returns[name] = _bring_home(launcher, job, handle, session, log_locally)
+                    assert launcher.hydra_context is not None
                     launcher.hydra_context.callbacks.on_job_end(config=job.config, job_return=returns[name])
             if states != shown:  # the display changes when a job's state does
                 shown = dict(states)
@@ -396,14 +409,22 @@ def _run_remotely(
                 stopped.append(name)
             except Exception as error:
                 print(f"Could not stop {name}: {error}", file=sys.stderr)
-        print(f"Interrupted: stopped {len(stopped)} SageMaker training job(s): {', '.join(stopped) or 'none'}", file=sys.stderr)
+        print(
+            f"Interrupted: stopped {len(stopped)} SageMaker training job(s): {', '.join(stopped) or 'none'}",
+            file=sys.stderr,
+        )
         raise
     return [returns[job.name] for job in planned if job.name in returns]
 
 
 def _show(states: dict[str, str], running: dict[str, Any]) -> None:
     now = time.monotonic()
-    lines = [f"  {name:<63} {state:<11} {now - running[name][2]:>6.0f} s" if name in running else f"  {name:<63} {state}" for name, state in states.items()]
+    lines = [
+        f"  {name:<63} {state:<11} {now - running[name][2]:>6.0f} s"
+        if name in running
+        else f"  {name:<63} {state}"
+        for name, state in states.items()
+    ]
     print("SageMaker jobs:\n" + "\n".join(lines), file=sys.stderr)
 
 
@@ -418,7 +439,9 @@ def _submitted(job: PlannedJob) -> JobReturn:
     return ret
 
 
-def _bring_home(launcher: SageMakerLauncher, job: PlannedJob, handle: Any, session: Any, log_locally: bool) -> JobReturn:
+def _bring_home(
+    launcher: SageMakerLauncher, job: PlannedJob, handle: Any, session: Any, log_locally: bool
+) -> JobReturn:
     """Download and unpack a finished job's folder into the local sweep; its JobReturn."""
     import copy
     import tarfile
@@ -483,4 +506,6 @@ def _log_to_mlflow(job_dir: Path, config: DictConfig, sweep_dir: Path) -> None:
     try:
         log_job(job_dir, settings, sweep_dir)
     except Exception as error:
-        log.warning("Could not log %s to MLflow (%s); quantsweep-log %s uploads it later.", job_dir, error, job_dir)
+        log.warning(
+            "Could not log %s to MLflow (%s); quantsweep-log %s uploads it later.", job_dir, error, job_dir
+        )

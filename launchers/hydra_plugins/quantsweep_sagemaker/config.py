@@ -10,7 +10,7 @@ for plugins, so the SageMaker SDK (seconds to import) is loaded only when a swee
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -28,29 +28,29 @@ class LauncherConfigError(ValueError):
 class SageMakerLauncherConf:
     _target_: str = "hydra_plugins.quantsweep_sagemaker.launcher.SageMakerLauncher"
     # the IAM role the training jobs run as (arn:aws:iam::<account>:role/<name>)
-    role: Optional[str] = None
+    role: str | None = None
     # null: AWS_REGION / AWS_DEFAULT_REGION / the AWS profile's region
-    region: Optional[str] = None
+    region: str | None = None
     instance_type: str = DEFAULT_INSTANCE_TYPE
     instance_count: int = 1
     # null: a PyTorch training image the SageMaker SDK resolves for the region
-    image_uri: Optional[str] = None
+    image_uri: str | None = None
     volume_size_gb: int = 50
     max_run_seconds: int = 24 * 3600
     use_spot_instances: bool = False
     # spot only: how long to wait for capacity plus run (>= max_run_seconds)
-    max_wait_seconds: Optional[int] = None
+    max_wait_seconds: int | None = None
     # warm pool: keep the instance this long after a job for the next one (0: off)
     keep_alive_seconds: int = 0
     # training jobs in flight at once; the rest wait their turn
     max_parallel_jobs: int = 8
     # s3://bucket/prefix for bundles, inputs and outputs (null: the SDK's default bucket)
-    s3_prefix: Optional[str] = None
-    tags: Dict[str, str] = field(default_factory=dict)
+    s3_prefix: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
     # extra environment variables for the container (never put credentials here)
-    environment: Dict[str, str] = field(default_factory=dict)
-    subnets: List[str] = field(default_factory=list)
-    security_group_ids: List[str] = field(default_factory=list)
+    environment: dict[str, str] = field(default_factory=dict)
+    subnets: list[str] = field(default_factory=list)
+    security_group_ids: list[str] = field(default_factory=list)
     poll_seconds: float = 30.0
     # false: submit and return; results are fetched later (needs a remote MLflow or none)
     wait: bool = True
@@ -58,14 +58,14 @@ class SageMakerLauncherConf:
     dry_run: bool = False
     # the quantsweep source checkout the bundle's wheel is built from
     # (null: the working directory or one of its parents, else beside the installed package)
-    project_dir: Optional[str] = None
+    project_dir: str | None = None
 
 
-def resolved_region(conf: Any) -> Optional[str]:
+def resolved_region(conf: Any) -> str | None:
     return conf.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
 
 
-def check(conf: Any, tracking_uri: Optional[str], mlflow_enabled: bool) -> None:
+def check(conf: Any, tracking_uri: str | None, mlflow_enabled: bool) -> None:
     """Refuse settings that cannot work, in one paragraph naming the key, value and what is allowed."""
 
     def fail(key: str, value: Any, allowed: str) -> LauncherConfigError:
@@ -76,7 +76,9 @@ def check(conf: Any, tracking_uri: Optional[str], mlflow_enabled: bool) -> None:
     if not conf.role and not conf.dry_run:
         raise fail("role", conf.role, "give the ARN of the IAM role the training jobs run as.")
     if conf.role and not ROLE_ARN.match(str(conf.role)):
-        raise fail("role", conf.role, "expected an IAM role ARN, arn:aws:iam::<12-digit account>:role/<name>.")
+        raise fail(
+            "role", conf.role, "expected an IAM role ARN, arn:aws:iam::<12-digit account>:role/<name>."
+        )
     if not resolved_region(conf):
         raise fail("region", conf.region, "name an AWS region (or set AWS_REGION / AWS_DEFAULT_REGION).")
     if not INSTANCE_TYPE.match(str(conf.instance_type)):
@@ -91,15 +93,19 @@ def check(conf: Any, tracking_uri: Optional[str], mlflow_enabled: bool) -> None:
             raise fail(key, getattr(conf, key), "it must be a positive integer.")
     if conf.poll_seconds <= 0:
         raise fail("poll_seconds", conf.poll_seconds, "it must be a positive number of seconds.")
-    if conf.use_spot_instances and conf.max_wait_seconds is not None:
-        if conf.max_wait_seconds < conf.max_run_seconds:
-            raise fail(
-                "max_wait_seconds",
-                conf.max_wait_seconds,
-                f"with spot instances it must be at least max_run_seconds ({conf.max_run_seconds}).",
-            )
+    spot_wait = conf.max_wait_seconds if conf.use_spot_instances else None
+    if spot_wait is not None and spot_wait < conf.max_run_seconds:
+        raise fail(
+            "max_wait_seconds",
+            spot_wait,
+            f"with spot instances it must be at least max_run_seconds ({conf.max_run_seconds}).",
+        )
     if conf.s3_prefix is not None and not str(conf.s3_prefix).startswith("s3://"):
-        raise fail("s3_prefix", conf.s3_prefix, "expected s3://<bucket>/<prefix>, or null for the SDK's default bucket.")
+        raise fail(
+            "s3_prefix",
+            conf.s3_prefix,
+            "expected s3://<bucket>/<prefix>, or null for the SDK's default bucket.",
+        )
     local_tracking = not tracking_uri or not str(tracking_uri).startswith(("http://", "https://", "arn:aws"))
     if mlflow_enabled and local_tracking and not conf.wait:
         raise fail(
