@@ -239,6 +239,19 @@ def test_a_failed_job_reports_sagemakers_reason_and_the_others_finish(
 # Hydra's own launcher test suites, run through the launcher, moto and the harness.
 
 
+@pytest.fixture
+def hydra_default_version_base() -> Iterator[None]:
+    """Hydra's suites assume no version_base was given; other tests (compose with "1.3") set it globally."""
+    from hydra import version
+
+    instance = version.VersionBase.instance()
+    saved = instance.getbase()
+    instance.setbase(version.__compat_version__)
+    yield
+    if saved is not None:
+        instance.setbase(saved)
+
+
 def suite_flags() -> list[str]:
     return [
         "hydra/launcher=sagemaker",
@@ -252,7 +265,7 @@ def suite_flags() -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("sagemaker")
+@pytest.mark.usefixtures("sagemaker", "hydra_default_version_base")
 @pytest.mark.parametrize("launcher_name, overrides", [("sagemaker", suite_flags()[1:])])
 class TestLauncherSuite(LauncherTestSuite):
     pass
