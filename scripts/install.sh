@@ -10,3 +10,11 @@ python=${PYTHON:-python3}
 # shellcheck disable=SC2086
 .venv/bin/python -m pip install --quiet -c constraints.txt ${1:-.[dev]}
 echo "quantsweep installed in .venv/ ($(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("quantsweep"))'))"
+# An editable install maps packages through an import hook that Hydra's plugin scan
+# (pkgutil over the hydra_plugins namespace) does not see; put launchers/ on the path.
+case "${1:-}" in
+-e*)
+  site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  echo "$PWD/launchers" >"$site/quantsweep-launchers.pth"
+  ;;
+esac
