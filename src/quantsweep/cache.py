@@ -42,6 +42,15 @@ def digest_of(parts: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in blocks (model files are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def folder_digest(folder: Path) -> str:
     """The content of a local model folder: every file's relative path and bytes.
 
@@ -53,11 +62,7 @@ def folder_digest(folder: Path) -> str:
         relative = path.relative_to(folder)
         if any(part.startswith(".") for part in relative.parts):
             continue
-        digest.update(relative.as_posix().encode("utf-8") + b"\0")
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        digest.update(b"\0")
+        digest.update(relative.as_posix().encode("utf-8") + b"\0" + file_digest(path).encode() + b"\0")
     return digest.hexdigest()
 
 

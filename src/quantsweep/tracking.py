@@ -130,14 +130,6 @@ def _signature(model: Any) -> Any:
     return ModelSignature(inputs=Schema(inputs), outputs=Schema([spec(v) for v in model.graph.output]))
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def log_onnx_model(client: Any, experiment_id: str, path: Path, label: str) -> str:
     """Log an ONNX file as an MLflow model of the active run, once per experiment and content.
 
@@ -147,7 +139,9 @@ def log_onnx_model(client: Any, experiment_id: str, path: Path, label: str) -> s
     import mlflow
     import onnx
 
-    digest = _file_sha256(path)
+    from quantsweep.cache import file_digest
+
+    digest = file_digest(path)
     sha_tag, uri_tag = f"quantsweep.{label}_sha256", f"quantsweep.{label}_uri"
     earlier = client.search_runs(
         [experiment_id], filter_string=f"tags.`{sha_tag}` = '{digest}'", max_results=5

@@ -20,15 +20,19 @@ from typing import TYPE_CHECKING, Any
 from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
 from omegaconf import DictConfig, open_dict
 
-from hydra_plugins.quantsweep_sagemaker.config import SageMakerLauncherConf, check, resolved_region
+from hydra_plugins.quantsweep_sagemaker._container import ROOT_VARIABLE
+from hydra_plugins.quantsweep_sagemaker.config import (
+    SageMakerLauncherConf,
+    check,
+    is_local_tracking,
+    resolved_region,
+)
 
 if TYPE_CHECKING:
     from hydra_plugins.quantsweep_sagemaker.launcher import SageMakerLauncher
 
 log = logging.getLogger(__name__)
 
-# the container's root; SageMaker's contract fixes it, tests relocate it
-ROOT_VARIABLE = "QUANTSWEEP_OPT_ML"
 BUNDLE_CHANNEL = "bundle"
 JOB_CHANNEL = "job"
 COMMAND = (
@@ -134,10 +138,6 @@ def build_request(
     return request
 
 
-def _is_local(tracking_uri: str | None) -> bool:
-    return not tracking_uri or not str(tracking_uri).startswith(("http://", "https://", "arn:aws"))
-
-
 def _prefix(settings: SageMakerLauncherConf, region: str, stamp: str) -> str:
     if settings.s3_prefix:
         return f"{str(settings.s3_prefix).rstrip('/')}/{stamp}"
@@ -200,7 +200,7 @@ def launch(
 
     if settings.dry_run:
         return _dry_run(planned)
-    return _run_remotely(launcher, planned, region, stamp, enabled and _is_local(tracking_uri))
+    return _run_remotely(launcher, planned, region, prefix, enabled and is_local_tracking(tracking_uri))
 
 
 def _dry_run(planned: list[PlannedJob]) -> list[JobReturn]:
@@ -261,13 +261,9 @@ def _local_inputs(config: DictConfig) -> dict[str, Path]:
 
 
 def _content_digest(path: Path) -> str:
-    from quantsweep.cache import folder_digest
+    from quantsweep.cache import file_digest, folder_digest
 
-    if path.is_dir():
-        return folder_digest(path)[:20]
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:20]
+    return (folder_digest(path) if path.is_dir() else file_digest(path))[:20]
 
 
 def _shapes(request: dict[str, Any]) -> dict[str, Any]:
@@ -317,7 +313,7 @@ def _last_log_lines(session: Any, name: str, count: int = 20) -> list[str]:
 
 
 def _run_remotely(
-    launcher: SageMakerLauncher, planned: list[PlannedJob], region: str, stamp: str, log_locally: bool
+    launcher: SageMakerLauncher, planned: list[PlannedJob], region: str, prefix: str, log_locally: bool
 ) -> list[JobReturn]:
     import cloudpickle
     from hydra.core.singleton import Singleton
@@ -330,7 +326,6 @@ def _run_remotely(
     assert launcher.config is not None
     session = _boto_session(region)
     s3 = session.client("s3")
-    prefix = planned[0].request["output_data_config"]["s3_output_path"].rsplit("/", 1)[0]
     with tempfile.TemporaryDirectory(prefix="quantsweep-sagemaker-") as tmp:
         bundle = build_bundle(
             Path(tmp) / "bundle", Path(settings.project_dir) if settings.project_dir else None

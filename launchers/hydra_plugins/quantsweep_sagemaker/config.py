@@ -6,7 +6,7 @@ for plugins, so the SageMaker SDK (seconds to import) is loaded only when a swee
 
 # No `from __future__ import annotations` here: Hydra's plugin scanner executes this
 # module before registering it in sys.modules, and dataclasses then cannot resolve
-# string annotations. Optional/Dict/List also keep OmegaConf's structured configs happy.
+# string annotations. (`X | None` is evaluated at run time, which Python 3.10+ supports.)
 import os
 import re
 from dataclasses import dataclass, field
@@ -61,6 +61,11 @@ class SageMakerLauncherConf:
     project_dir: str | None = None
 
 
+def is_local_tracking(tracking_uri: str | None) -> bool:
+    """An MLflow store only this machine can reach (the embedded default, a file or sqlite path)."""
+    return not tracking_uri or not str(tracking_uri).startswith(("http://", "https://", "arn:aws"))
+
+
 def resolved_region(conf: Any) -> str | None:
     return conf.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
 
@@ -106,8 +111,7 @@ def check(conf: Any, tracking_uri: str | None, mlflow_enabled: bool) -> None:
             conf.s3_prefix,
             "expected s3://<bucket>/<prefix>, or null for the SDK's default bucket.",
         )
-    local_tracking = not tracking_uri or not str(tracking_uri).startswith(("http://", "https://", "arn:aws"))
-    if mlflow_enabled and local_tracking and not conf.wait:
+    if mlflow_enabled and is_local_tracking(tracking_uri) and not conf.wait:
         raise fail(
             "wait",
             False,

@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from quantsweep.cache import file_digest
 from quantsweep.config import DatasetConfig
 from quantsweep.data import encode_sentences, length_sorted_batches, load_split
 from quantsweep.demo.corpus import LABELS
@@ -64,22 +65,14 @@ def base_model_dir() -> Path:
     return folder
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_key(base: Path, corpus: Path, settings: FinetuneSettings) -> str:
     parts = {
         "base": {
-            p.name: _file_digest(p)
+            p.name: file_digest(p)
             for p in sorted(base.glob("*"))
             if p.is_file() and p.suffix in (".json", ".safetensors", ".txt")
         },
-        "corpus": _file_digest(corpus / "train.txt"),
+        "corpus": file_digest(corpus / "train.txt"),
         "settings": asdict(settings),
         "versions": {name: metadata.version(name) for name in ("torch", "transformers")},
     }
