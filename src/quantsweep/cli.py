@@ -102,6 +102,16 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
     return run_config
 
 
+def check_choices(run_config: RunConfig, choices: dict[str, str]) -> None:
+    """Checks that depend on which group option was chosen, not only on the values."""
+    if choices.get("exclusion") == "nodes" and not run_config.exclusion.nodes:
+        raise ConfigError(
+            "Invalid configuration: `exclusion.nodes` is []; `exclusion=nodes` keeps the nodes you name in fp32, "
+            "so name them, e.g. exclusion.nodes=[/bert/encoder/layer.0/attention/self/Add] (a job of "
+            "exclusion=auto writes its list to exclusion.yaml), or choose exclusion=none."
+        )
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     from quantsweep.data import DataError
     from quantsweep.evaluate import LabelMismatchError
@@ -119,6 +129,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     choices = {g: str(hydra_cfg.runtime.choices.get(g)) for g in GROUPS if hydra_cfg.runtime.choices.get(g)}
     try:
         run_config = to_run_config(cfg)
+        check_choices(run_config, choices)
         if not run_config.is_static:
             choices.pop("calibration", None)  # calibration plays no part in dynamic quantization
         from quantsweep.job import run_job

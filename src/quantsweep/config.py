@@ -131,11 +131,42 @@ class OperatorsConfig:
             )
 
 
+class SearchStrategy(str, Enum):
+    # rank nodes by sensitivity, bisect the shortest ranked prefix that meets the budget
+    bisect = "bisect"
+    # add ranked nodes one at a time until the budget is met
+    greedy = "greedy"
+
+
 @dataclass
 class ExclusionConfig:
-    """Group ``exclusion``: nodes kept in fp32, by pattern name or by node name."""
+    """Group ``exclusion``: nodes kept in fp32, given by pattern or node name, or searched for.
+
+    With ``auto`` the nodes are found by :mod:`quantsweep.exclusion_search`: the smallest
+    set whose static quantization loses at most ``max_f1_drop`` F1 on a held-out slice of
+    the calibration split.
+    """
 
     nodes: list[str] = field(default_factory=list)
+    auto: bool = False
+    # the accuracy budget: F1 (0..1) the quantized model may lose on the held-out slice
+    max_f1_drop: float = 0.005
+    # how sure the search must be that the drop is within the budget: a set meets it when
+    # this quantile of a paired bootstrap over held-out sentences does; null: when the
+    # measured drop does (which a search over many sets meets partly by luck)
+    confidence: float | None = 0.9
+    # patterns or node names the search starts from and may prune; empty: start from nothing
+    start_from: list[str] = field(default_factory=list)
+    strategy: SearchStrategy = SearchStrategy.bisect
+    # the search's budget: quantize-and-evaluate steps, and wall minutes (null: no limit)
+    max_evaluations: int | None = 40
+    max_minutes: float | None = None
+    # rows the search judges F1 on: of the calibration split, disjoint from the rows that
+    # calibrate, or of the split named here (never the evaluation split)
+    holdout_samples: int = 200
+    holdout_split: str | None = None
+    # held-out rows run through the fp32 and the QDQ model to rank nodes by SQNR
+    sensitivity_samples: int = 32
 
     @property
     def patterns(self) -> list[str]:
@@ -146,9 +177,48 @@ class ExclusionConfig:
         return [n for n in self.nodes if n not in EXCLUSION_PATTERNS]
 
     def __post_init__(self) -> None:
-        if any(not isinstance(n, str) or not n.strip() for n in self.nodes):
+        for key, entries in (("exclusion.nodes", self.nodes), ("exclusion.start_from", self.start_from)):
+            if any(not isinstance(n, str) or not n.strip() for n in entries):
+                raise _fail(key, list(entries), "every entry must be a non-empty pattern or node name.")
+        if not self.auto:
+            return
+        if self.nodes:
             raise _fail(
-                "exclusion.nodes", list(self.nodes), "every entry must be a non-empty pattern or node name."
+                "exclusion.nodes",
+                list(self.nodes),
+                "with `exclusion.auto=true` the search chooses the nodes; name where it starts in "
+                "`exclusion.start_from` (it may drop those), or turn the search off to keep a fixed list.",
+            )
+        if not 0.0 < self.max_f1_drop < 1.0:
+            raise _fail(
+                "exclusion.max_f1_drop",
+                self.max_f1_drop,
+                "it is the F1 the quantized model may lose (F1 runs from 0 to 1), so it must lie in (0, 1); "
+                "0.005 is half an F1 point.",
+            )
+        if self.confidence is not None and not 0.5 <= self.confidence < 1.0:
+            raise _fail(
+                "exclusion.confidence",
+                self.confidence,
+                "use null (judge the measured drop) or a probability in [0.5, 1), e.g. 0.9.",
+            )
+        if self.max_evaluations is not None and self.max_evaluations <= 0:
+            raise _fail(
+                "exclusion.max_evaluations",
+                self.max_evaluations,
+                "use null (no limit) or a positive number of quantize-and-evaluate steps.",
+            )
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise _fail(
+                "exclusion.max_minutes",
+                self.max_minutes,
+                "use null (no limit) or a positive number of minutes.",
+            )
+        if self.holdout_samples <= 0:
+            raise _fail("exclusion.holdout_samples", self.holdout_samples, "it must be a positive integer.")
+        if self.sensitivity_samples <= 0:
+            raise _fail(
+                "exclusion.sensitivity_samples", self.sensitivity_samples, "it must be a positive integer."
             )
 
 
@@ -362,6 +432,24 @@ class RunConfig:
                 "static quantization needs a split to calibrate on (for example `train`); "
                 "name one, or use `quantization=dynamic`.",
             )
+        if self.exclusion.auto and not self.is_static:
+            raise _fail(
+                "exclusion.auto",
+                True,
+                "the search ranks nodes by the error of their static (QDQ) quantization and judges F1 with "
+                "calibrated ranges, so it needs `quantization=static`; dynamic quantization takes a fixed list "
+                "(`exclusion=none`, `sensitive` or `nodes`).",
+            )
+        if self.exclusion.auto:
+            holdout = self.exclusion.holdout_split or self.dataset.calibration_split
+            if holdout == self.dataset.eval_split:
+                raise _fail(
+                    "exclusion.holdout_split",
+                    holdout,
+                    f"the search must not see the evaluation split (`{self.dataset.eval_split}`), or the metrics "
+                    "a job reports would no longer test the set it chose; use null (rows of the calibration split "
+                    "that calibration does not use) or another split.",
+                )
         if self.eval_batch_size <= 0:
             raise _fail("eval_batch_size", self.eval_batch_size, "it must be a positive integer.")
         if self.framework_args.opset is not None:

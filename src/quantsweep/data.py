@@ -257,6 +257,16 @@ def sample_rows(data: TaggedSentences, count: int, seed: int) -> TaggedSentences
     return data.take([int(i) for i in order])
 
 
+def held_out_rows(data: TaggedSentences, sampled: int, count: int, seed: int) -> TaggedSentences:
+    """The ``count`` rows that follow the ``sampled`` rows of :func:`sample_rows`'s shuffle.
+
+    Disjoint from those rows by construction (the same seeded permutation), so a slice
+    held out from calibration never contains a sentence that calibrated the model.
+    """
+    order = np.random.default_rng(seed).permutation(len(data))[sampled : sampled + count]
+    return data.take([int(i) for i in order])
+
+
 @dataclass
 class EncodedSentence:
     """One sentence's model inputs and, per sub-token, the index of its word (None for specials)."""

@@ -15,24 +15,32 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quantsweep.cache import ArtifactCache, CacheUse
-from quantsweep.config import RunConfig
+from quantsweep.config import ConfigError, RunConfig
 from quantsweep.results import (
+    EXCLUSION_FILE,
     RESULTS_FILE,
+    SENSITIVITY_PLOT,
     EvaluationResult,
+    ExclusionSearchResult,
     JobResults,
     atomic_write_text,
     read_results,
     window_spread,
 )
 
+if TYPE_CHECKING:
+    from quantsweep.exclusion_search import HeldOutRows
+    from quantsweep.quantize import QuantizationRequest
+
 log = logging.getLogger(__name__)
 
 # the packages whose versions can change an export (and so everything computed from it)
 _EXPORT_PACKAGES = ("quantsweep", "torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime")
 _EVALUATION_FILE = "evaluation.json"
+_SEARCH_FILE = "search.json"
 
 
 @dataclass
@@ -114,10 +122,11 @@ def execute(
     # Heavy imports live here so that `quantsweep --help` and config errors stay fast.
     import onnx
 
-    from quantsweep.data import encode_sentences, load_split, sample_rows
+    from quantsweep.data import encode_sentences, held_out_rows, load_split, sample_rows
     from quantsweep.environment import collect_environment, package_versions
     from quantsweep.evaluate import check_labels, evaluate_model
-    from quantsweep.exclusion import resolve_exclusions
+    from quantsweep.exclusion import ResolvedExclusion, resolve_exclusions
+    from quantsweep.exclusion_search import HeldOutRows
     from quantsweep.export import ONNX_FILE, export_model, load_exported, load_model_config, load_tokenizer
     from quantsweep.quantize import (
         CalibrationBatches,
@@ -161,6 +170,7 @@ def execute(
         id2label = {int(k): str(v) for k, v in (model_config.id2label or {}).items()}
         check_labels(id2label, eval_data.label_names, f"{eval_data.source} ({eval_data.split})")
         calibration_data = None
+        holdout_data = None
         if cfg.is_static:
             assert cfg.dataset.calibration_split is not None
             full = load_split(cfg.dataset, cfg.dataset.calibration_split)
@@ -172,6 +182,18 @@ def execute(
                     cfg.dataset.calibration_split,
                     len(calibration_data),
                 )
+            if cfg.exclusion.auto:
+                holdout_split = cfg.exclusion.holdout_split
+                if holdout_split in (None, cfg.dataset.calibration_split):
+                    holdout_data = held_out_rows(
+                        full, len(calibration_data), cfg.exclusion.holdout_samples, cfg.seed
+                    )
+                    check_holdout(cfg, len(full), len(calibration_data), len(holdout_data))
+                else:
+                    assert holdout_split is not None
+                    other = load_split(cfg.dataset, holdout_split)
+                    holdout_data = sample_rows(other, cfg.exclusion.holdout_samples, cfg.seed)
+                    check_holdout(cfg, len(other), 0, len(holdout_data))
 
     with clock("export"):
         export_parts = {
@@ -206,13 +228,17 @@ def execute(
         _log_cache_use("fp32 export", use)
         log.info("Graph optimization: %s", exported.facts.optimization_applied)
 
-    exclusion = resolve_exclusions(onnx.load(str(exported.onnx_path)), cfg.exclusion.nodes)
+    exclusion = resolve_exclusions(
+        onnx.load(str(exported.onnx_path)),
+        cfg.exclusion.start_from if cfg.exclusion.auto else cfg.exclusion.nodes,
+    )
     for pattern in exclusion.empty_patterns:
         log.warning("Exclusion pattern %r matched no node in this graph; it excludes nothing.", pattern)
     excluded = exclusion.node_names
-    log.info(
-        "Nodes kept in fp32: %d (%s)", len(excluded), {p: len(m) for p, m in exclusion.by_pattern.items()}
-    )
+    if not cfg.exclusion.auto:
+        log.info(
+            "Nodes kept in fp32: %d (%s)", len(excluded), {p: len(m) for p, m in exclusion.by_pattern.items()}
+        )
 
     request = QuantizationRequest(
         is_static=cfg.is_static,
@@ -263,6 +289,39 @@ def execute(
                 ranges, samples_used = load_ranges(folder)
             cache_uses["calibration"] = use
             _log_cache_use("Calibration statistics", use)
+
+    search_result = None
+    if cfg.exclusion.auto:
+        assert holdout_data is not None and ranges is not None
+        with clock("exclusion_search"):
+            search_result, use = search_exclusions(
+                cfg,
+                cache,
+                job_dir,
+                excluded,
+                exported.onnx_path,
+                request,
+                ranges,
+                model_config,
+                HeldOutRows(
+                    data=holdout_data,
+                    encoded=encode_sentences(tokenizer, holdout_data.tokens, max_length),
+                    id2label=id2label,
+                    batch_size=cfg.eval_batch_size,
+                    pad_token_id=pad_id,
+                    input_names=list(exported.input_names),
+                    sensitivity_batch_size=cfg.calibration.batch_size,
+                ),
+                {"calibration": cache_uses["calibration"].key, "max_length": max_length},
+            )
+        cache_uses["exclusion_search"] = use
+        _log_cache_use("Exclusion search", use)
+        excluded = list(search_result.chosen)
+        exclusion = ResolvedExclusion(by_pattern={}, explicit=excluded)
+        request = replace(request, nodes_to_exclude=excluded)
+        qconfig, isa, detected = build_quantization_config(request)
+        write_exclusion_file(job_dir, search_result)
+        plot_search(search_result, job_dir / SENSITIVITY_PLOT)
 
     with clock("quantize"):
         log.info("Quantizing: %s, instruction set %s", qconfig, isa)
@@ -343,10 +402,125 @@ def execute(
             "calibration_split": cfg.dataset.calibration_split if calibration_data is not None else None,
             "calibration_samples": len(calibration_data) if calibration_data is not None else None,
             "calibration_fingerprint": calibration_data.fingerprint if calibration_data is not None else None,
+            "holdout_samples": len(holdout_data) if holdout_data is not None else None,
+            "holdout_fingerprint": holdout_data.fingerprint if holdout_data is not None else None,
         },
         phase_seconds=clock.seconds,
         cache={kind: asdict(use) for kind, use in cache_uses.items()},
+        exclusion_search=search_result,
     )
+
+
+def check_holdout(cfg: RunConfig, split_rows: int, calibration_rows: int, holdout_rows: int) -> None:
+    """Refuse a search whose held-out slice would be short, before any heavy work."""
+    if holdout_rows >= cfg.exclusion.holdout_samples:
+        return
+    split = cfg.exclusion.holdout_split or cfg.dataset.calibration_split
+    if calibration_rows:
+        where = (
+            f"rows of the calibration split `{split}` that calibration does not use, and that split has "
+            f"{split_rows} rows of which calibration takes {calibration_rows}, leaving {holdout_rows}. Lower "
+            "`exclusion.holdout_samples` or `calibration.num_calibration_samples`, or name a larger split in "
+            "`exclusion.holdout_split`"
+        )
+    else:
+        where = (
+            f"rows of `exclusion.holdout_split` `{split}`, which has {split_rows}. Lower "
+            "`exclusion.holdout_samples` or name a larger split"
+        )
+    raise ConfigError(
+        f"Invalid configuration: `exclusion.holdout_samples` is {cfg.exclusion.holdout_samples}; "
+        f"exclusion=auto judges F1 on {where} (never the evaluation split, so that its metrics stay an "
+        "honest test)."
+    )
+
+
+def search_exclusions(
+    cfg: RunConfig,
+    cache: ArtifactCache,
+    job_dir: Path,
+    start_nodes: list[str],
+    model_path: Path,
+    request: QuantizationRequest,
+    ranges: Any,
+    model_config: Any,
+    rows: HeldOutRows,
+    upstream: dict[str, Any],
+) -> tuple[ExclusionSearchResult, CacheUse]:
+    """exclusion=auto's search, cached: the same calibration, rows and settings find the same set."""
+    from quantsweep.environment import package_versions
+    from quantsweep.exclusion_search import SEARCH_FORMAT, find_exclusions
+    from quantsweep.sessions import SessionSettings
+
+    versions = package_versions()
+    settings = {k: getattr(v, "value", v) for k, v in asdict(cfg.exclusion).items()}
+    parts = {
+        **upstream,
+        "format": SEARCH_FORMAT,
+        "seed": cfg.seed,
+        "holdout": rows.data.fingerprint,
+        "settings": settings,
+        "start_nodes": sorted(start_nodes),
+        "request": {k: v for k, v in asdict(request).items() if k != "nodes_to_exclude"},
+        "batch_size": rows.batch_size,
+        "packages": {name: versions.get(name) for name in ("quantsweep", "onnxruntime", "seqeval")},
+    }
+    if cfg.exclusion.max_minutes is not None:
+        # a time budget makes the outcome depend on this machine's speed: never reuse it
+        parts["not_reusable"] = time.time_ns()
+
+    def build(folder: Path) -> None:
+        found = find_exclusions(
+            cfg.exclusion,
+            start_nodes,
+            model_path,
+            request,
+            ranges,
+            model_config,
+            rows,
+            SessionSettings.for_threads(cfg.benchmark.threads),
+            job_dir,
+            cfg.seed,
+        )
+        atomic_write_text(folder / _SEARCH_FILE, json.dumps(asdict(found), indent=1) + "\n")
+
+    with cache.obtain("exclusion_search", parts, build, job_dir) as (folder, use):
+        found = ExclusionSearchResult.from_dict(
+            json.loads((folder / _SEARCH_FILE).read_text(encoding="utf-8"))
+        )
+    return found, use
+
+
+def write_exclusion_file(job_dir: Path, found: ExclusionSearchResult) -> Path:
+    """The chosen nodes as a config group file and an override: reuse them without searching."""
+    import shlex
+
+    override = shlex.quote(f"exclusion.nodes=[{','.join(found.chosen)}]")
+    verdict = "within" if found.meets_budget else "NOT within"
+    lines = [
+        "# @package exclusion",
+        f"# The nodes exclusion=auto kept in fp32: held-out F1 {found.chosen_f1:.4f} against fp32 "
+        f"{found.fp32_f1:.4f}, {verdict} the budget of {found.max_f1_drop}.",
+        "# Reuse them without searching: put this file in a config folder as exclusion/<name>.yaml",
+        "# (quantsweep hydra.searchpath=[file://that/folder] exclusion=<name>), or pass",
+        f"#   exclusion=nodes {override}",
+        "nodes:" + ("" if found.chosen else " []"),
+        *(f"- {json.dumps(node)}" for node in found.chosen),
+    ]
+    path = job_dir / EXCLUSION_FILE
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    log.info("Chosen exclusions written to %s; reuse them with: exclusion=nodes %s", path, override)
+    return path
+
+
+def plot_search(found: ExclusionSearchResult, path: Path) -> None:
+    """The search's plot beside its results; a plotting failure costs the plot, not the job."""
+    from quantsweep.report import plot_sensitivity
+
+    try:
+        plot_sensitivity(asdict(found), path)
+    except Exception as error:  # matplotlib missing a font or backend must not fail a finished search
+        log.warning("Could not draw %s (%s: %s)", path, type(error).__name__, error)
 
 
 def summary_table(results: JobResults) -> str:
@@ -357,6 +531,14 @@ def summary_table(results: JobResults) -> str:
     else:
         lines.append(
             f"  {results.graph.note}  size {results.graph.original_size_mb:.2f} -> {results.graph.quantized_size_mb:.2f} MB"
+        )
+    found = results.exclusion_search
+    if found is not None:
+        verdict = "within" if found.meets_budget else "NOT within"
+        lines.append(
+            f"  exclusion=auto kept {len(found.chosen)} nodes in fp32: held-out F1 {found.chosen_f1:.4f} vs fp32 "
+            f"{found.fp32_f1:.4f}, {verdict} the budget of {found.max_f1_drop} ({found.evaluations} steps, "
+            f"{found.seconds:.0f} s; list in {EXCLUSION_FILE})"
         )
     lines.append(f"  {'metric':<12}{'original':>10}{'quantized':>11}{'delta':>9}")
     for name in ("precision", "recall", "f1", "accuracy"):

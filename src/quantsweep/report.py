@@ -21,7 +21,7 @@ import yaml
 from hydra.experimental.callback import Callback
 
 from quantsweep.config import flatten
-from quantsweep.results import ERROR_FILE, RESULTS_FILE, atomic_write_text, window_spread
+from quantsweep.results import ERROR_FILE, RESULTS_FILE, SENSITIVITY_PLOT, atomic_write_text, window_spread
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +290,7 @@ def render_card(sweep: Sweep) -> str:
             *notes,
             "",
         ]
+    out += _search_section(sweep)
     if sweep.failed:
         out += ["## Failed jobs", ""]
         out += [f"* `{job.name}`: {job.error}" for job in sweep.failed]
@@ -303,6 +304,118 @@ def render_card(sweep: Sweep) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+# ranking rows shown per searched job; the full ranking is in its results.json
+_RANKING_ROWS = 10
+
+
+def _search_section(sweep: Sweep) -> list[str]:
+    """exclusion=auto: what each searching job chose, from which ranking, in which steps."""
+    searched = [job for job in sweep.finished if job.results and job.results.get("exclusion_search")]
+    if not searched:
+        return []
+    out = [
+        "## Exclusion search",
+        "",
+        "Jobs with `exclusion=auto` chose their fp32 nodes by quantizing and scoring candidate sets on "
+        "held-out rows of the calibration data (never the evaluation split, whose metrics above stay an "
+        "honest test of the chosen set). Each job folder's `exclusion.yaml` holds the list, reusable as "
+        "`exclusion=nodes` without searching again.",
+        "",
+    ]
+    rows = []
+    for job in searched:
+        found = job.results["exclusion_search"]  # type: ignore[index]
+        rows.append(
+            [
+                f"`{job.name}`",
+                found["strategy"],
+                str(len(found["start_nodes"])),
+                str(len(found["chosen"])),
+                f"{found['fp32_f1']:.4f}",
+                f"{found['chosen_f1']:.4f}",
+                f"{found['max_f1_drop']}",
+                "yes" if found["meets_budget"] else "**no**",
+                f"{found['evaluations']} ({found['stopped_by']})",
+                f"{found['seconds']:.0f}",
+            ]
+        )
+    out += [
+        _table(
+            [
+                "job",
+                "strategy",
+                "start nodes",
+                "kept in fp32",
+                "held-out F1 fp32",
+                "held-out F1 chosen",
+                "max F1 drop",
+                "within budget",
+                "steps (ended by)",
+                "seconds",
+            ],
+            rows,
+        ),
+        "",
+    ]
+    for job in searched:
+        found = job.results["exclusion_search"]  # type: ignore[index]
+        out += [f"### `{job.name}`", ""]
+        if not found["meets_budget"]:
+            out += [
+                f"**The search ended ({found['stopped_by']}) without a set within the budget**; the job used "
+                "the best set it had evaluated. Raise `exclusion.max_evaluations` or `exclusion.max_minutes`.",
+                "",
+            ]
+        chosen = ", ".join(f"`{n}`" for n in found["chosen"]) or "none"
+        out += [f"Kept in fp32 ({len(found['chosen'])}): {chosen}", ""]
+        ranked = sorted((r for r in found["ranking"] if r["rank"] is not None), key=lambda r: r["rank"])
+        out += [
+            _table(
+                ["rank", "node", "op type", "SQNR (dB)", "worst tensor", "kept"],
+                [
+                    [
+                        str(r["rank"]),
+                        f"`{r['node']}`",
+                        r["op_type"],
+                        f"{r['sqnr_db']:.1f}",
+                        f"`{r['tensor']}`",
+                        "yes" if r["node"] in found["chosen"] else "",
+                    ]
+                    for r in ranked[:_RANKING_ROWS]
+                ],
+            ),
+            "",
+        ]
+        step_rows = []
+        for step in found["steps"]:
+            changed = step["changed"]
+            shown = ", ".join(f"`{n}`" for n in changed[:2]) + (
+                f" and {len(changed) - 2} more" if len(changed) > 2 else ""
+            )
+            step_rows.append(
+                [
+                    str(step["step"]),
+                    step["phase"],
+                    str(len(step["nodes"])),
+                    shown,
+                    f"{step['f1']:.4f}",
+                    f"{step['f1_drop']:+.4f}",
+                    "yes" if step["meets_budget"] else "no",
+                    f"{step['seconds']:.1f}",
+                ]
+            )
+        out += [
+            _table(
+                ["step", "phase", "kept", "changed", "held-out F1", "drop", "within budget", "seconds"],
+                step_rows,
+            ),
+            "",
+        ]
+        if (job.path / SENSITIVITY_PLOT).is_file():
+            out += [f"![Sensitivity and search of {job.name}]({job.name}/{SENSITIVITY_PLOT})", ""]
+    return out
 
 
 CSV_COLUMNS = (
@@ -459,6 +572,62 @@ def plot_latency(sweep: Sweep, path: Path) -> None:
         ax.set_xlabel("input length (tokens)")
         ax.set_ylabel("mean latency (ms)")
         ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_sensitivity(search: dict[str, Any], path: Path) -> None:
+    """exclusion=auto at a glance: each candidate's SQNR in graph order, and F1 at each search step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ranking = search["ranking"]
+    chosen = set(search["chosen"])
+    start = set(search["start_nodes"])
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [2.2, 1]}, squeeze=True
+    )
+    xs = list(range(len(ranking)))
+    heights = [r["sqnr_db"] if r["sqnr_db"] is not None else 0.0 for r in ranking]
+    colors = [
+        "tab:red" if r["node"] in chosen else "lightgray" if r["sqnr_db"] is None else "tab:blue"
+        for r in ranking
+    ]
+    left.bar(xs, heights, color=colors, width=0.85)
+    for x, r in zip(xs, ranking, strict=True):
+        if r["node"] in start:
+            left.plot(x, heights[x], marker="v", color="black", markersize=4)
+    ticks = [x for x, r in zip(xs, ranking, strict=True) if r["node"] in chosen]
+    left.set_xticks(ticks, [ranking[x]["node"] for x in ticks], rotation=90, fontsize=6)
+    left.set_xlabel("candidate nodes in graph order (labelled: kept in fp32)")
+    left.set_ylabel("median per-channel SQNR (dB), lower = more damage")
+    left.set_title(
+        "Sensitivity: red kept in fp32, gray untouched by the quantizer, ▼ starting set", fontsize=9
+    )
+    steps = search["steps"]
+    budget = search["fp32_f1"] - search["max_f1_drop"]
+    right.plot(
+        [s["step"] for s in steps], [s["f1"] for s in steps], color="tab:gray", linewidth=0.8, zorder=1
+    )
+    right.scatter(
+        [s["step"] for s in steps],
+        [s["f1"] for s in steps],
+        c=["tab:green" if s["meets_budget"] else "tab:orange" for s in steps],
+        zorder=2,
+    )
+    for s in steps:
+        right.annotate(
+            str(len(s["nodes"])), (s["step"], s["f1"]), fontsize=6, xytext=(2, 3), textcoords="offset points"
+        )
+    right.axhline(search["fp32_f1"], color="gray", linestyle=":", label="fp32 F1 (held out)")
+    right.axhline(budget, color="tab:red", linestyle="--", label=f"budget (drop {search['max_f1_drop']})")
+    right.set_xlabel("search step (labels: nodes kept in fp32)")
+    right.set_ylabel("held-out F1")
+    right.set_title("Search: green within the budget, orange outside", fontsize=9)
+    right.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -64,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("target", help="a job folder, or an MLflow run id")
     parser.add_argument("--tracking-uri", help="where to find an MLflow run id (default: the embedded store)")
     parser.add_argument("--out", type=Path, help="the new job folder (default: outputs/reproduced/<time>)")
+    parser.add_argument(
+        "--search",
+        action="store_true",
+        help="with exclusion=auto: search again instead of reusing the chosen nodes",
+    )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. benchmark.duration=5")
     args = parser.parse_intermixed_args(argv)
     with tempfile.TemporaryDirectory(prefix="quantsweep-reproduce-") as scratch:
@@ -73,6 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         revision = saved.get("export", {}).get("model_revision")
         if revision and not saved["config"].get("revision"):
             pinned.append(f"revision={revision}")  # the Hub commit the saved run resolved to
+        found = saved.get("exclusion_search")
+        if found and not args.search:
+            # the nodes the saved search chose, as a fixed list: the same graph, without searching
+            pinned += ["exclusion.auto=false", f"exclusion.nodes=[{','.join(found['chosen'])}]"]
+            print(
+                f"Reproducing with the {len(found['chosen'])} nodes the saved exclusion search chose (--search searches again)."
+            )
         out = args.out or Path("outputs/reproduced") / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
         command = [
             sys.executable,
@@ -84,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             "config",
             f"hydra.run.dir={out}",
             "hydra.job.name=quantsweep",
+            *pinned,
             *args.overrides,
         ]
         completed = subprocess.run(command, check=False)

@@ -16,10 +16,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RESULTS_FILE = "results.json"
 # written instead of results.json when a job fails: "<ExceptionType>: <message>"
 ERROR_FILE = "error.txt"
+# exclusion=auto only: the chosen nodes as a config group file, and the search's plot
+EXCLUSION_FILE = "exclusion.yaml"
+SENSITIVITY_PLOT = "sensitivity.png"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -181,6 +184,80 @@ class Environment:
 
 
 @dataclass
+class NodeSensitivity:
+    """How much damage quantizing one candidate node's tensors does, alone, on held-out rows."""
+
+    node: str
+    op_type: str
+    # the lowest signal-to-quantization-noise ratio (dB) among the node's quantized
+    # activations; lower is worse. None: the quantizer left this node's tensors alone.
+    sqnr_db: float | None
+    # the tensor behind that figure
+    tensor: str | None
+    # 1 = most sensitive; None when not ranked (sqnr_db is None)
+    rank: int | None
+
+
+@dataclass
+class SearchStep:
+    """One quantize-and-evaluate step of the exclusion search."""
+
+    step: int
+    # start: the starting set; grow: more ranked nodes kept; prune: one node given back
+    phase: str
+    nodes: list[str]
+    f1: float
+    # measured on the held-out rows
+    f1_drop: float
+    # what the budget is checked against: the drop at the search's confidence (a paired
+    # bootstrap bound over held-out sentences), or the measured drop when it has none
+    f1_drop_bound: float
+    meets_budget: bool
+    seconds: float
+    # the nodes this step added to or removed from the set it was compared with
+    changed: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ExclusionSearchResult:
+    """What exclusion=auto did: the ranking, every step, and the node set it chose."""
+
+    strategy: str
+    max_f1_drop: float
+    confidence: float | None
+    start_from: list[str]
+    # the starting set after resolving patterns, restricted to candidate nodes
+    start_nodes: list[str]
+    holdout_samples: int
+    holdout_fingerprint: str
+    sensitivity_samples: int
+    # F1 of the fp32 model on the held-out rows: the reference the budget is measured from
+    fp32_f1: float
+    ranking: list[NodeSensitivity]
+    steps: list[SearchStep]
+    chosen: list[str]
+    # F1 of the chosen set on the held-out rows
+    chosen_f1: float
+    meets_budget: bool
+    # "done", or the budget that ended the search early: "evaluations" or "minutes"
+    stopped_by: str
+    evaluations: int
+    seconds: float
+    sensitivity_seconds: float
+
+    @property
+    def chosen_f1_drop(self) -> float:
+        return self.fp32_f1 - self.chosen_f1
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExclusionSearchResult:
+        values = dict(data)
+        values["ranking"] = [NodeSensitivity(**r) for r in data["ranking"]]
+        values["steps"] = [SearchStep(**s) for s in data["steps"]]
+        return cls(**values)
+
+
+@dataclass
 class JobResults:
     config: dict[str, Any]
     choices: dict[str, str]
@@ -198,6 +275,8 @@ class JobResults:
     phase_seconds: dict[str, float] = field(default_factory=dict)
     # per cached piece of work (export, original_evaluation, calibration): key, hit, path, seconds
     cache: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # exclusion=auto only: how the nodes kept in fp32 were chosen
+    exclusion_search: ExclusionSearchResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -119,6 +119,65 @@ def write_model(folder: Path, arch: str = "distilbert", seed: int = 0) -> Path:
     return folder
 
 
+def plant_sensitive_node(model_dir: Path, layer: int = 1, outlier: float = 1000.0) -> str:
+    """Make one node of a tiny DistilBERT fragile under static quantization, on purpose.
+
+    One hidden unit of layer ``layer``'s feed-forward block gets a bias of ``outlier``,
+    and its outgoing weights are zeroed, so the fp32 model computes exactly what it did
+    before the unit was touched in every other respect, but the activation entering the
+    second feed-forward MatMul spans [0, outlier]: a per-tensor 8-bit range that wide
+    rounds every ordinary value to zero. Returns the name of that MatMul in the export.
+    """
+    import torch
+    from transformers import DistilBertForTokenClassification
+
+    model = DistilBertForTokenClassification.from_pretrained(model_dir)
+    ffn = model.distilbert.transformer.layer[layer].ffn
+    with torch.no_grad():
+        ffn.lin1.bias[0] = outlier
+        ffn.lin2.weight[:, 0] = 0.0
+        # a feed-forward block that matters to the prediction, so losing it shows in F1
+        ffn.lin2.weight.mul_(50.0)
+    model.save_pretrained(model_dir)
+    return f"/distilbert/transformer/layer.{layer}/ffn/lin2/MatMul"
+
+
+def self_labelled_rows(
+    model_dir: Path, rows: list[tuple[list[str], list[str]]]
+) -> list[tuple[list[str], list[str]]]:
+    """The same sentences tagged with the model's own first-sub-token predictions.
+
+    A random model scores nothing against real tags; against its own predictions the
+    fp32 model scores F1 = 1, and any F1 lost is what quantization changed.
+    """
+    import torch
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    model = AutoModelForTokenClassification.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    labelled: list[tuple[list[str], list[str]]] = []
+    for tokens, _ in rows:
+        encoding = tokenizer(tokens, is_split_into_words=True, return_tensors="pt")
+        with torch.no_grad():
+            label_ids = model(**encoding).logits[0].argmax(-1).tolist()
+        tags = ["O"] * len(tokens)
+        previous = None
+        for position, word in enumerate(encoding.word_ids(0)):
+            if word is not None and word != previous:
+                tags[word] = model.config.id2label[label_ids[position]]
+            previous = word
+        labelled.append((tokens, tags))
+    return labelled
+
+
+def write_self_labelled_dataset(
+    model_dir: Path, folder: Path, train: int = 160, validation: int = 48
+) -> Path:
+    write_conll(folder / "train.txt", self_labelled_rows(model_dir, sentences(train, seed=1)))
+    write_conll(folder / "validation.txt", self_labelled_rows(model_dir, sentences(validation, seed=2)))
+    return folder
+
+
 def run_module(
     module: str,
     *args: str,

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from quantsweep.config import MlflowConfig, flatten
-from quantsweep.results import RESULTS_FILE, window_spread
+from quantsweep.results import EXCLUSION_FILE, RESULTS_FILE, SENSITIVITY_PLOT, window_spread
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,15 @@ def metrics_of(results: dict[str, Any]) -> dict[str, float]:
         metrics[f"{prefix}/speedup_window_min"] = low
         metrics[f"{prefix}/speedup_window_median"] = median
         metrics[f"{prefix}/speedup_window_max"] = high
+    found = results.get("exclusion_search")
+    if found:
+        metrics["search/evaluations"] = found["evaluations"]
+        metrics["search/seconds"] = found["seconds"]
+        metrics["search/nodes_kept"] = len(found["chosen"])
+        metrics["search/holdout_f1_fp32"] = found["fp32_f1"]
+        metrics["search/holdout_f1_chosen"] = found["chosen_f1"]
+        metrics["search/holdout_f1_drop"] = found["fp32_f1"] - found["chosen_f1"]
+        metrics["search/meets_budget"] = 1.0 if found["meets_budget"] else 0.0
     graph = results["graph"]
     metrics["graph/nodes_quantized"] = graph["nodes_quantized"]
     metrics["graph/nodes_excluded"] = len(graph["nodes_excluded"])
@@ -224,7 +233,20 @@ def log_job(job_dir: Path, settings: MlflowConfig, sweep_dir: Path | None = None
         for start in range(0, len(params), 90):  # MLflow takes at most 100 params per batch
             mlflow.log_params({k: str(v)[:_MAX_PARAM] for k, v in list(params.items())[start : start + 90]})
         mlflow.log_metrics(metrics_of(results))
-        for name_ in (".hydra/config.yaml", ".hydra/overrides.yaml", RESULTS_FILE, "quantsweep.log"):
+        for step in (results.get("exclusion_search") or {}).get("steps", []):
+            # one point per search step: MLflow's charts draw the search's course
+            mlflow.log_metrics(
+                {"search/step_f1": step["f1"], "search/step_nodes_kept": float(len(step["nodes"]))},
+                step=step["step"],
+            )
+        for name_ in (
+            ".hydra/config.yaml",
+            ".hydra/overrides.yaml",
+            RESULTS_FILE,
+            "quantsweep.log",
+            EXCLUSION_FILE,
+            SENSITIVITY_PLOT,
+        ):
             path = job_dir / name_
             if path.is_file():
                 mlflow.log_artifact(

@@ -1,0 +1,413 @@
+"""exclusion=auto: the search on its own, and whole jobs on a tiny model with one node made fragile on purpose."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from quantsweep import testing as tiny
+from quantsweep.config import (
+    Approach,
+    BenchmarkConfig,
+    CalibrationConfig,
+    ConfigError,
+    DatasetConfig,
+    ExclusionConfig,
+    MlflowConfig,
+    OperatorsConfig,
+    QuantizationConfig,
+    RunConfig,
+    SearchStrategy,
+)
+from quantsweep.exclusion_search import Scored, SearchBudget, drop_bound, search
+from quantsweep.results import NodeSensitivity
+from quantsweep.sensitivity import channel_sqnr, rank_nodes
+
+# ---------------------------------------------------------------- the search alone
+# A model of damage: each node quantized costs this much F1; the search sees only F1.
+DAMAGE = {"a": 0.30, "b": 0.004, "c": 0.002, "d": 0.001, "e": 0.0, "f": 0.08}
+
+
+def _ranking(order: list[str]) -> list[NodeSensitivity]:
+    return [
+        NodeSensitivity(node=n, op_type="Add", sqnr_db=float(i), tensor=n, rank=i + 1)
+        for i, n in enumerate(order)
+    ]
+
+
+def _score(calls: list[list[str]]) -> Any:
+    def score(kept: list[str]) -> Scored:
+        calls.append(kept)
+        lost = sum(cost for node, cost in DAMAGE.items() if node not in kept)
+        return Scored(f1=1.0 - lost, drop_bound=lost)
+
+    return score
+
+
+BUDGET = SearchBudget(max_f1_drop=0.01, max_evaluations=None, max_minutes=None)
+
+
+@pytest.mark.parametrize("strategy", list(SearchStrategy))
+def test_search_finds_the_smallest_set_within_the_budget(strategy):
+    calls: list[list[str]] = []
+    outcome = search(_ranking(["a", "f", "b", "c", "d", "e"]), [], strategy, BUDGET, 1.0, _score(calls))
+    # a and f cost 0.38; b+c+d+e cost 0.007 <= 0.01, so {a, f} is the smallest set
+    assert outcome.chosen == ["a", "f"]
+    assert outcome.meets_budget and outcome.stopped_by == "done"
+    assert outcome.chosen_f1 == pytest.approx(0.993)
+    assert [s.step for s in outcome.steps] == list(range(len(calls)))  # every evaluation is a step
+    assert len({frozenset(s.nodes) for s in outcome.steps}) == len(outcome.steps)  # none twice
+    assert outcome.steps[0].phase == "start" and outcome.steps[0].nodes == []
+
+
+def test_a_misleading_ranking_costs_steps_not_the_result():
+    # the worst node ranked last: the bisection keeps everything, and pruning gives back the rest
+    calls: list[list[str]] = []
+    outcome = search(
+        _ranking(["e", "d", "c", "b", "f", "a"]), [], SearchStrategy.bisect, BUDGET, 1.0, _score(calls)
+    )
+    assert outcome.chosen == ["a", "f"]
+    assert any(s.phase == "prune" and s.meets_budget for s in outcome.steps)
+
+
+def test_search_prunes_a_starting_set():
+    calls: list[list[str]] = []
+    outcome = search(
+        _ranking(["a", "f", "b", "c", "d", "e"]),
+        ["a", "b", "e", "f"],
+        SearchStrategy.bisect,
+        BUDGET,
+        1.0,
+        _score(calls),
+    )
+    assert outcome.steps[0].nodes == ["a", "b", "e", "f"] and outcome.steps[0].meets_budget
+    assert outcome.chosen == ["a", "f"]
+    # least sensitive (highest SQNR) half first: e and b go back in one step
+    prunes = [s for s in outcome.steps if s.phase == "prune"]
+    assert prunes[0].changed == ["b", "e"] and prunes[0].meets_budget
+    assert not any(s.phase == "grow" and s.changed for s in outcome.steps)
+
+
+def test_an_exhausted_budget_ends_with_the_best_set_marked_as_missing_it():
+    calls: list[list[str]] = []
+    budget = replace(BUDGET, max_evaluations=2)
+    outcome = search(
+        _ranking(["e", "d", "c", "b", "f", "a"]), [], SearchStrategy.greedy, budget, 1.0, _score(calls)
+    )
+    assert len(outcome.steps) == 2 == len(calls)
+    assert outcome.stopped_by == "evaluations"
+    assert not outcome.meets_budget
+    # of the two sets evaluated ([] and [e]) both miss; e costs nothing, so they tie on F1: the smaller wins
+    assert outcome.chosen == []
+
+
+def test_a_time_budget_still_evaluates_the_starting_set():
+    calls: list[list[str]] = []
+    budget = replace(BUDGET, max_minutes=1e-9)
+    outcome = search(_ranking(["a", "f"]), ["a"], SearchStrategy.bisect, budget, 1.0, _score(calls))
+    assert len(outcome.steps) == 1 and outcome.stopped_by == "minutes"
+    assert outcome.chosen == ["a"] and not outcome.meets_budget
+
+
+def test_unranked_nodes_are_never_kept():
+    ranking = [
+        *_ranking(["a", "f"]),
+        NodeSensitivity(node="z", op_type="Add", sqnr_db=None, tensor=None, rank=None),
+    ]
+    outcome = search(ranking, ["z", "a"], SearchStrategy.bisect, BUDGET, 1.0, _score([]))
+    assert outcome.steps[0].nodes == ["a"]
+    assert "z" not in outcome.chosen
+
+
+def test_channel_sqnr_sees_an_outlier_channel_that_the_whole_tensor_figure_hides():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 10, 16))
+    x[..., 0] = 1000.0
+    # per-tensor 8-bit quantization of that range: every ordinary value rounds to zero
+    step = (x.max() - x.min()) / 255
+    y = np.round(x / step) * step
+    whole = 10 * np.log10(np.square(x).sum() / np.square(x - y).sum())
+    assert whole > 40  # what a whole-tensor SQNR would report: looks excellent
+    assert channel_sqnr(x, y) < 10
+    fine = np.round(x[..., 1:] / 0.01) * 0.01
+    assert channel_sqnr(x[..., 1:], fine) > 30
+
+
+def test_rank_nodes_orders_by_the_worst_tensor_and_leaves_untouched_nodes_unranked():
+    ranking = rank_nodes(
+        [("n1", "Add", ["t1", "t2"]), ("n2", "MatMul", ["t3"]), ("n3", "Add", ["t9"])],
+        {"t1": 30.0, "t2": 5.0, "t3": 20.0},
+    )
+    by_node = {r.node: r for r in ranking}
+    assert (by_node["n1"].rank, by_node["n1"].sqnr_db, by_node["n1"].tensor) == (1, 5.0, "t2")
+    assert by_node["n2"].rank == 2
+    assert by_node["n3"].rank is None and by_node["n3"].sqnr_db is None
+
+
+def test_entity_counts_add_up_to_seqeval_f1():
+    import random
+
+    from quantsweep.evaluate import entity_counts, f1_from_counts, score
+
+    rng = random.Random(0)
+    references = [tags for _, tags in tiny.sentences(60, seed=5)]
+    # predictions: each tag kept, or swapped for a random one (broken and shifted entities)
+    predictions = [
+        [t if rng.random() < 0.8 else rng.choice(tiny.LABELS) for t in tags] for tags in references
+    ]
+    counts = entity_counts(references, predictions)
+    assert counts.shape == (60, 3)
+    assert float(f1_from_counts(counts.sum(axis=0))) == pytest.approx(score(references, predictions).f1)
+
+
+def test_the_bootstrap_bound_charges_more_than_the_measured_drop_and_is_repeatable():
+    rng = np.random.default_rng(1)
+    actual = rng.integers(1, 4, size=200)
+    reference = np.stack([actual, actual, actual], axis=1)  # a perfect model
+    candidate = reference.copy()
+    hurt = rng.choice(200, size=20, replace=False)
+    candidate[hurt, 0] -= 1  # one entity wrong in 10% of sentences
+    measured = drop_bound(reference, candidate, None, seed=0)
+    bound = drop_bound(reference, candidate, 0.9, seed=0)
+    assert measured > 0 and bound > measured
+    assert drop_bound(reference, candidate, 0.9, seed=0) == bound
+    assert drop_bound(reference, reference, 0.9, seed=0) == 0.0
+
+
+# ---------------------------------------------------------------- config checks
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"max_f1_drop": 0.0}, "exclusion.max_f1_drop"),
+        ({"max_f1_drop": -0.01}, "exclusion.max_f1_drop"),
+        ({"max_evaluations": 0}, "exclusion.max_evaluations"),
+        ({"max_minutes": 0.0}, "exclusion.max_minutes"),
+        ({"holdout_samples": 0}, "exclusion.holdout_samples"),
+        ({"confidence": 1.0}, "exclusion.confidence"),
+        ({"confidence": 0.2}, "exclusion.confidence"),
+        ({"nodes": ["/a/Add"]}, "exclusion.nodes"),
+    ],
+)
+def test_bad_search_settings_are_refused_by_name(changes, key):
+    with pytest.raises(ConfigError, match=f"`{key}`"):
+        ExclusionConfig(auto=True, **changes)
+
+
+def test_the_search_needs_static_quantization():
+    with pytest.raises(ConfigError, match=r"`exclusion.auto`.*quantization=static"):
+        RunConfig(exclusion=ExclusionConfig(auto=True))
+
+
+def test_the_search_never_holds_out_from_the_evaluation_split():
+    static = QuantizationConfig(approach=Approach.static)
+    with pytest.raises(ConfigError, match=r"`exclusion.holdout_split` is 'validation'"):
+        RunConfig(quantization=static, exclusion=ExclusionConfig(auto=True, holdout_split="validation"))
+    with pytest.raises(ConfigError, match=r"`exclusion.holdout_split` is 'validation'"):
+        RunConfig(
+            quantization=static,
+            dataset=DatasetConfig(calibration_split="validation"),
+            exclusion=ExclusionConfig(auto=True),
+        )
+
+
+# ---------------------------------------------------------------- whole jobs on a planted node
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """A tiny DistilBERT with one fragile MatMul, and data tagged by the fp32 model itself."""
+    root = tmp_path_factory.mktemp("planted")
+    model = tiny.write_model(root / "model", "distilbert", seed=0)
+    node = tiny.plant_sensitive_node(model)
+    data = tiny.write_self_labelled_dataset(model, root / "data")
+    return model, data, node
+
+
+def _config(model: Path, data: Path, tmp: Path, **exclusion: Any) -> RunConfig:
+    # the planted node costs about 0.3 F1; all the others together a few hundredths
+    settings = {"auto": True, "max_f1_drop": 0.1, "holdout_samples": 100, **exclusion}
+    return RunConfig(
+        model_name_or_path=str(model),
+        dataset=DatasetConfig(path=str(data)),
+        quantization=QuantizationConfig(approach=Approach.static),
+        operators=OperatorsConfig(operators_to_quantize=["MatMul"]),
+        exclusion=ExclusionConfig(**settings),
+        calibration=CalibrationConfig(num_calibration_samples=40),
+        benchmark=BenchmarkConfig(
+            batch_sizes=[1], input_lengths=[8], duration=0.02, warmup=1, windows=2, threads=1
+        ),
+        mlflow=MlflowConfig(enabled=False),
+        cache=False,
+        cache_dir=str(tmp / "cache"),
+    )
+
+
+def _job(config: RunConfig, job_dir: Path) -> dict[str, Any]:
+    from quantsweep.job import run_job
+
+    outcome = run_job(config, job_dir, {}, {"exclusion": "auto" if config.exclusion.auto else "nodes"})
+    assert (job_dir / "results.json").is_file()
+    return outcome.results
+
+
+def _cli(tmp_path: Path, model: Path, data: Path, job: Path, *args: str) -> dict[str, Any]:
+    tiny.run_module(
+        "quantsweep.cli",
+        f"model_name_or_path={model}",
+        f"dataset.path={data}",
+        "quantization=static",
+        "operators=matmul",
+        "calibration.num_calibration_samples=40",
+        "benchmark.batch_sizes=[1]",
+        "benchmark.input_lengths=[8]",
+        "benchmark.duration=0.02",
+        "benchmark.windows=1",
+        "mlflow.enabled=false",
+        f"hydra.run.dir={job}",
+        *args,
+        cwd=tmp_path,
+    )
+    return json.loads((job / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_the_search_finds_the_planted_node_and_the_job_and_report_show_it(planted, tmp_path, monkeypatch):
+    from quantsweep.report import build_report
+
+    monkeypatch.chdir(tmp_path)  # MLflow puts a sqlite store's artifacts in ./mlruns
+
+    model, data, node = planted
+    job = tmp_path / "sweep" / "auto"
+    results = _cli(
+        tmp_path,
+        model,
+        data,
+        job,
+        "exclusion=auto",
+        "exclusion.max_f1_drop=0.1",
+        "exclusion.holdout_samples=100",
+    )
+    found = results["exclusion_search"]
+    assert found["chosen"] == [node]
+    assert found["meets_budget"] and found["stopped_by"] == "done"
+    ranked = sorted((r for r in found["ranking"] if r["rank"]), key=lambda r: r["rank"])
+    assert ranked[0]["node"] == node
+    # with nothing kept, the planted node costs F1 well beyond the budget on held-out rows
+    assert found["steps"][0]["nodes"] == [] and not found["steps"][0]["meets_budget"]
+    assert found["steps"][0]["f1_drop"] > 0.1
+    # the job quantized with the chosen set: everything else quantized, that node in fp32
+    assert results["graph"]["nodes_excluded"] == [node]
+    assert results["graph"]["nodes_quantized"] == results["graph"]["candidate_nodes"] - 1
+    # held-out rows: none of the evaluation split's, none of calibration's
+    assert results["dataset"]["holdout_fingerprint"] not in (
+        results["dataset"]["eval_fingerprint"],
+        results["dataset"]["calibration_fingerprint"],
+    )
+    assert results["original"]["f1"] - results["quantized"]["f1"] < 0.1
+    saved = (job / "exclusion.yaml").read_text()
+    assert f'- "{node}"' in saved and "exclusion=nodes" in saved
+    assert (job / "sensitivity.png").stat().st_size > 10_000
+
+    files = build_report(tmp_path / "sweep", plots=False)
+    card = files.card.read_text()
+    assert "## Exclusion search" in card
+    assert f"Kept in fp32 (1): `{node}`" in card
+    assert "![Sensitivity and search of auto](auto/sensitivity.png)" in card
+
+    # MLflow: the search's figures, its course step by step, and the reusable list
+    import mlflow
+
+    from quantsweep.config import MlflowConfig
+    from quantsweep.tracking import log_job
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = log_job(job, MlflowConfig(tracking_uri=store))
+    client = mlflow.MlflowClient(tracking_uri=store)
+    metrics = client.get_run(run_id).data.metrics
+    assert metrics["search/nodes_kept"] == 1.0 and metrics["search/meets_budget"] == 1.0
+    assert metrics["search/evaluations"] == len(found["steps"])
+    history = client.get_metric_history(run_id, "search/step_f1")
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [
+        (s["step"], s["f1"]) for s in found["steps"]
+    ]
+    logged = {a.path for a in client.list_artifacts(run_id, "job")}
+    assert {"job/exclusion.yaml", "job/sensitivity.png"} <= logged
+
+
+@pytest.mark.slow
+def test_the_chosen_set_is_deterministic_and_its_saved_list_reproduces_the_graph(planted, tmp_path):
+    import yaml
+
+    model, data, _ = planted
+    first = _job(_config(model, data, tmp_path), tmp_path / "first")
+    second = _job(_config(model, data, tmp_path), tmp_path / "second")
+    assert first["exclusion_search"]["chosen"] == second["exclusion_search"]["chosen"]
+    steps = [[(s["nodes"], s["f1"]) for s in r["exclusion_search"]["steps"]] for r in (first, second)]
+    assert steps[0] == steps[1]
+    assert first["quantized"]["f1"] == second["quantized"]["f1"]
+
+    # the saved list as a fixed exclusion: no search, the same quantized model
+    nodes = yaml.safe_load((tmp_path / "first" / "exclusion.yaml").read_text())["nodes"]
+    fixed = _config(model, data, tmp_path, auto=False, nodes=nodes)
+    again = _job(fixed, tmp_path / "fixed")
+    assert again["exclusion_search"] is None
+    assert (tmp_path / "fixed" / "model_quantized.onnx").read_bytes() == (
+        tmp_path / "first" / "model_quantized.onnx"
+    ).read_bytes()
+    assert again["quantized"] == {**first["quantized"], "seconds": again["quantized"]["seconds"]}
+
+
+@pytest.mark.slow
+def test_a_starting_set_is_pruned_to_what_the_budget_needs(planted, tmp_path):
+    model, data, node = planted
+    start = [node, "/distilbert/transformer/layer.0/ffn/lin1/MatMul", "/classifier/MatMul"]
+    results = _job(_config(model, data, tmp_path, start_from=start), tmp_path / "job")
+    found = results["exclusion_search"]
+    assert found["start_nodes"] == sorted(start)
+    assert found["steps"][0]["meets_budget"]
+    assert found["chosen"] == [node]
+    assert {s["phase"] for s in found["steps"][1:]} == {"prune"}
+
+
+@pytest.mark.slow
+def test_a_budget_too_small_to_find_a_set_ends_marked_not_meeting_it(planted, tmp_path):
+    model, data, _ = planted
+    results = _job(_config(model, data, tmp_path, max_evaluations=1), tmp_path / "job")
+    found = results["exclusion_search"]
+    assert (found["evaluations"], found["stopped_by"], found["meets_budget"]) == (1, "evaluations", False)
+    assert found["chosen"] == []
+    assert "NOT within" in (tmp_path / "job" / "exclusion.yaml").read_text()
+
+
+def test_a_calibration_split_too_small_to_hold_out_from_is_refused_before_the_export(planted, tmp_path):
+    from quantsweep.job import run_job
+
+    model, data, _ = planted
+    config = _config(model, data, tmp_path, holdout_samples=1000)
+    with pytest.raises(ConfigError, match=r"`exclusion.holdout_samples` is 1000.*has 160 rows.*takes 40"):
+        run_job(config, tmp_path / "job", {}, {})
+    assert not (tmp_path / "job" / "model.onnx").exists()
+
+
+def test_the_cli_takes_a_saved_list_as_exclusion_nodes(planted, tmp_path):
+    """The override the job prints parses as a node list (slashes, dots) and runs without a search."""
+    model, data, node = planted
+    results = _cli(tmp_path, model, data, tmp_path / "job", "exclusion=nodes", f"exclusion.nodes=[{node}]")
+    assert results["graph"]["nodes_excluded"] == [node]
+    assert results["exclusion_search"] is None
+    missing = tiny.run_module(
+        "quantsweep.cli",
+        "quantization=static",
+        "exclusion=nodes",
+        "mlflow.enabled=false",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert missing.returncode == 2 and "`exclusion.nodes` is []" in missing.stderr
