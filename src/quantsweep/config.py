@@ -153,8 +153,9 @@ class ExclusionConfig:
     max_f1_drop: float = 0.005
     # how sure the search must be that the drop is within the budget: a set meets it when
     # this quantile of a paired bootstrap over held-out sentences does; null: when the
-    # measured drop does (which a search over many sets meets partly by luck)
-    confidence: float | None = 0.9
+    # measured drop does (which a search over many sets meets partly by luck). High,
+    # because one search takes dozens of accept-or-reject decisions.
+    confidence: float | None = 0.95
     # patterns or node names the search starts from and may prune; empty: start from nothing
     start_from: list[str] = field(default_factory=list)
     strategy: SearchStrategy = SearchStrategy.bisect

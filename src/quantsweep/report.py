@@ -577,6 +577,11 @@ def plot_latency(sweep: Sweep, path: Path) -> None:
     plt.close(fig)
 
 
+def _short_node(name: str) -> str:
+    """The last four parts of a node's path: enough to tell layers and blocks apart on an axis."""
+    return "/".join(name.strip("/").split("/")[-4:])
+
+
 def plot_sensitivity(search: dict[str, Any], path: Path) -> None:
     """exclusion=auto at a glance: each candidate's SQNR in graph order, and F1 at each search step."""
     import matplotlib
@@ -587,47 +592,60 @@ def plot_sensitivity(search: dict[str, Any], path: Path) -> None:
     ranking = search["ranking"]
     chosen = set(search["chosen"])
     start = set(search["start_nodes"])
-    fig, (left, right) = plt.subplots(
-        1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [2.2, 1]}, squeeze=True
-    )
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [2.2, 1]})
     xs = list(range(len(ranking)))
     heights = [r["sqnr_db"] if r["sqnr_db"] is not None else 0.0 for r in ranking]
-    colors = [
-        "tab:red" if r["node"] in chosen else "lightgray" if r["sqnr_db"] is None else "tab:blue"
-        for r in ranking
-    ]
-    left.bar(xs, heights, color=colors, width=0.85)
-    for x, r in zip(xs, ranking, strict=True):
-        if r["node"] in start:
-            left.plot(x, heights[x], marker="v", color="black", markersize=4)
-    ticks = [x for x, r in zip(xs, ranking, strict=True) if r["node"] in chosen]
-    left.set_xticks(ticks, [ranking[x]["node"] for x in ticks], rotation=90, fontsize=6)
-    left.set_xlabel("candidate nodes in graph order (labelled: kept in fp32)")
-    left.set_ylabel("median per-channel SQNR (dB), lower = more damage")
-    left.set_title(
-        "Sensitivity: red kept in fp32, gray untouched by the quantizer, ▼ starting set", fontsize=9
+    left.bar(
+        xs, heights, color=["lightgray" if r["sqnr_db"] is None else "tab:blue" for r in ranking], width=0.85
     )
+    # kept nodes are often the ones near 0 dB, where a bar has no height: mark them
+    kept = [x for x, r in zip(xs, ranking, strict=True) if r["node"] in chosen]
+    left.scatter(kept, [heights[x] for x in kept], color="tab:red", zorder=3, s=18, label="kept in fp32")
+    started = [x for x, r in zip(xs, ranking, strict=True) if r["node"] in start]
+    if started:
+        left.scatter(
+            started, [heights[x] + 2 for x in started], marker="v", color="black", s=10, label="starting set"
+        )
+    left.set_xticks(kept, [_short_node(ranking[x]["node"]) for x in kept], rotation=90, fontsize=6)
+    left.set_xlim(-1, len(ranking))
+    left.set_ylim(bottom=min(-3.0, min(heights, default=0.0) - 3))
+    left.set_xlabel("candidate nodes in graph order (labelled: kept in fp32)")
+    left.set_ylabel("SQNR, median over channels (dB)")
+    left.set_title("Sensitivity: lower is more damage (gray: untouched by the quantizer)", fontsize=9)
+    left.legend(fontsize=7, loc="upper right")
+
     steps = search["steps"]
     budget = search["fp32_f1"] - search["max_f1_drop"]
-    right.plot(
-        [s["step"] for s in steps], [s["f1"] for s in steps], color="tab:gray", linewidth=0.8, zorder=1
-    )
-    right.scatter(
-        [s["step"] for s in steps],
-        [s["f1"] for s in steps],
-        c=["tab:green" if s["meets_budget"] else "tab:orange" for s in steps],
-        zorder=2,
-    )
-    for s in steps:
+    # collapsed sets would squeeze the interesting range near fp32 into a line: clip them
+    floor = budget - max(0.03, 6 * search["max_f1_drop"])
+    top = max([s["f1"] for s in steps] + [search["fp32_f1"]]) + 0.005
+    for step in steps:
+        clipped = step["f1"] < floor
+        right.scatter(
+            step["step"],
+            max(step["f1"], floor),
+            marker="v" if clipped else "o",
+            color="tab:green" if step["meets_budget"] else "tab:orange",
+            zorder=2,
+        )
         right.annotate(
-            str(len(s["nodes"])), (s["step"], s["f1"]), fontsize=6, xytext=(2, 3), textcoords="offset points"
+            str(len(step["nodes"])),
+            (step["step"], max(step["f1"], floor)),
+            fontsize=6,
+            xytext=(2, 3),
+            textcoords="offset points",
         )
     right.axhline(search["fp32_f1"], color="gray", linestyle=":", label="fp32 F1 (held out)")
-    right.axhline(budget, color="tab:red", linestyle="--", label=f"budget (drop {search['max_f1_drop']})")
+    right.axhline(budget, color="tab:red", linestyle="--", label=f"fp32 F1 - {search['max_f1_drop']}")
+    right.set_ylim(floor - 0.003, top)
     right.set_xlabel("search step (labels: nodes kept in fp32)")
-    right.set_ylabel("held-out F1")
-    right.set_title("Search: green within the budget, orange outside", fontsize=9)
-    right.legend(fontsize=7)
+    right.set_ylabel("held-out F1 (▼: below the axis)")
+    confidence = search.get("confidence")
+    judged = f"drop at confidence {confidence}" if confidence else "measured drop"
+    right.set_title(
+        f"Search steps: green within the budget\n(judged by the {judged}), orange outside", fontsize=9
+    )
+    right.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
