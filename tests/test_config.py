@@ -167,6 +167,6 @@ def test_help_lists_groups_and_imports_no_heavy_library():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "quantization: dynamic, static" in out
     assert "operators: add, add_matmul, matmul" in out
-    assert "exclusion: none, sensitive" in out
+    assert "exclusion: auto, auto_sensitive, nodes, none, sensitive" in out
     assert "calibration: entropy, minmax, percentile" in out
     assert "HEAVY []" in out

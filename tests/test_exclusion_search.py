@@ -269,6 +269,7 @@ def _cli(tmp_path: Path, model: Path, data: Path, job: Path, *args: str) -> dict
         "benchmark.input_lengths=[8]",
         "benchmark.duration=0.02",
         "benchmark.windows=1",
+        "benchmark.threads=1",  # as _config: evaluation sessions use the same threads
         "mlflow.enabled=false",
         f"hydra.run.dir={job}",
         *args,
@@ -353,11 +354,14 @@ def test_the_chosen_set_is_deterministic_and_its_saved_list_reproduces_the_graph
     assert steps[0] == steps[1]
     assert first["quantized"]["f1"] == second["quantized"]["f1"]
 
-    # the saved list as a fixed exclusion: no search, the same quantized model
+    # the saved list as a fixed exclusion through the command line, as the job's
+    # exclusion.yaml prints it (node names with slashes and dots): no search, the same graph
     nodes = yaml.safe_load((tmp_path / "first" / "exclusion.yaml").read_text())["nodes"]
-    fixed = _config(model, data, tmp_path, auto=False, nodes=nodes)
-    again = _job(fixed, tmp_path / "fixed")
+    again = _cli(
+        tmp_path, model, data, tmp_path / "fixed", "exclusion=nodes", f"exclusion.nodes=[{','.join(nodes)}]"
+    )
     assert again["exclusion_search"] is None
+    assert again["graph"]["nodes_excluded"] == nodes
     assert (tmp_path / "fixed" / "model_quantized.onnx").read_bytes() == (
         tmp_path / "first" / "model_quantized.onnx"
     ).read_bytes()
@@ -396,12 +400,7 @@ def test_a_calibration_split_too_small_to_hold_out_from_is_refused_before_the_ex
     assert not (tmp_path / "job" / "model.onnx").exists()
 
 
-def test_the_cli_takes_a_saved_list_as_exclusion_nodes(planted, tmp_path):
-    """The override the job prints parses as a node list (slashes, dots) and runs without a search."""
-    model, data, node = planted
-    results = _cli(tmp_path, model, data, tmp_path / "job", "exclusion=nodes", f"exclusion.nodes=[{node}]")
-    assert results["graph"]["nodes_excluded"] == [node]
-    assert results["exclusion_search"] is None
+def test_exclusion_nodes_refuses_an_empty_list_before_any_work(tmp_path):
     missing = tiny.run_module(
         "quantsweep.cli",
         "quantization=static",
