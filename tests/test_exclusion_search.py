@@ -322,6 +322,15 @@ def test_the_search_finds_the_planted_node_and_the_job_and_report_show_it(plante
     assert f"Kept in fp32 (1): `{node}`" in card
     assert "![Sensitivity and search of auto](auto/sensitivity.png)" in card
 
+    # quantsweep-reproduce passes the chosen list back through the command line (node
+    # names with slashes and dots) instead of searching, and gets the same graph
+    out = tmp_path / "reproduced"
+    reproduced = tiny.run_module("quantsweep.reproduce", str(job), "--out", str(out), cwd=tmp_path)
+    assert "nodes the saved exclusion search chose" in reproduced.stdout
+    again = json.loads((out / "results.json").read_text())
+    assert again["exclusion_search"] is None and again["graph"]["nodes_excluded"] == [node]
+    assert (out / "model_quantized.onnx").read_bytes() == (job / "model_quantized.onnx").read_bytes()
+
     # MLflow: the search's figures, its course step by step, and the reusable list
     import mlflow
 
@@ -354,12 +363,9 @@ def test_the_chosen_set_is_deterministic_and_its_saved_list_reproduces_the_graph
     assert steps[0] == steps[1]
     assert first["quantized"]["f1"] == second["quantized"]["f1"]
 
-    # the saved list as a fixed exclusion through the command line, as the job's
-    # exclusion.yaml prints it (node names with slashes and dots): no search, the same graph
+    # the saved list as a fixed exclusion: no search, the same quantized model
     nodes = yaml.safe_load((tmp_path / "first" / "exclusion.yaml").read_text())["nodes"]
-    again = _cli(
-        tmp_path, model, data, tmp_path / "fixed", "exclusion=nodes", f"exclusion.nodes=[{','.join(nodes)}]"
-    )
+    again = _job(_config(model, data, tmp_path, auto=False, nodes=nodes), tmp_path / "fixed")
     assert again["exclusion_search"] is None
     assert again["graph"]["nodes_excluded"] == nodes
     assert (tmp_path / "fixed" / "model_quantized.onnx").read_bytes() == (
