@@ -1,8 +1,11 @@
 """exclusion=auto: the smallest set of nodes to keep in fp32 that meets an F1 budget.
 
-The search never sees the evaluation split: it judges every candidate set by F1 on rows
-of the calibration split held out from calibration, so the eval metrics a job reports
-stay an honest test of the set it chose.
+The search never sees the evaluation split: it judges every candidate set by F1 on
+held-out rows (of the calibration split, disjoint from the rows that calibrate, or of
+``holdout_split``), so the eval metrics a job reports stay an honest test of the set it
+chose. A set meets the budget when its F1 drop holds at ``confidence`` in a paired
+bootstrap over those rows: a search takes dozens of accept-or-reject decisions, and
+judging measured drops would favour sets that were merely lucky on the held-out rows.
 
 1. Rank: quantize every candidate node (static QDQ, the job's calibrated ranges) and
    measure each node's SQNR on held-out rows (:mod:`quantsweep.sensitivity`).

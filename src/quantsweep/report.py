@@ -319,9 +319,10 @@ def _search_section(sweep: Sweep) -> list[str]:
         "## Exclusion search",
         "",
         "Jobs with `exclusion=auto` chose their fp32 nodes by quantizing and scoring candidate sets on "
-        "held-out rows of the calibration data (never the evaluation split, whose metrics above stay an "
-        "honest test of the chosen set). Each job folder's `exclusion.yaml` holds the list, reusable as "
-        "`exclusion=nodes` without searching again.",
+        "held-out rows (never the evaluation split, whose metrics above stay an honest test of the chosen "
+        "set); a set is within the budget when its F1 drop holds at the stated confidence (a paired "
+        "bootstrap over the held-out sentences). Each job folder's `exclusion.yaml` holds the list, "
+        "reusable as `exclusion=nodes` without searching again.",
         "",
     ]
     rows = []
@@ -335,7 +336,7 @@ def _search_section(sweep: Sweep) -> list[str]:
                 str(len(found["chosen"])),
                 f"{found['fp32_f1']:.4f}",
                 f"{found['chosen_f1']:.4f}",
-                f"{found['max_f1_drop']}",
+                f"{found['max_f1_drop']} ({found.get('confidence') or 'measured'})",
                 "yes" if found["meets_budget"] else "**no**",
                 f"{found['evaluations']} ({found['stopped_by']})",
                 f"{found['seconds']:.0f}",
@@ -350,7 +351,7 @@ def _search_section(sweep: Sweep) -> list[str]:
                 "kept in fp32",
                 "held-out F1 fp32",
                 "held-out F1 chosen",
-                "max F1 drop",
+                "max F1 drop (confidence)",
                 "within budget",
                 "steps (ended by)",
                 "seconds",
@@ -402,13 +403,24 @@ def _search_section(sweep: Sweep) -> list[str]:
                     shown,
                     f"{step['f1']:.4f}",
                     f"{step['f1_drop']:+.4f}",
+                    f"{step['f1_drop_bound']:+.4f}",
                     "yes" if step["meets_budget"] else "no",
                     f"{step['seconds']:.1f}",
                 ]
             )
         out += [
             _table(
-                ["step", "phase", "kept", "changed", "held-out F1", "drop", "within budget", "seconds"],
+                [
+                    "step",
+                    "phase",
+                    "kept",
+                    "changed",
+                    "held-out F1",
+                    "drop",
+                    "drop charged",
+                    "within budget",
+                    "seconds",
+                ],
                 step_rows,
             ),
             "",

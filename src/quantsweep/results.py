@@ -245,10 +245,6 @@ class ExclusionSearchResult:
     seconds: float
     sensitivity_seconds: float
 
-    @property
-    def chosen_f1_drop(self) -> float:
-        return self.fp32_f1 - self.chosen_f1
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExclusionSearchResult:
         values = dict(data)
