@@ -7,4 +7,6 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
-.venv/bin/python -m pytest "$@"
+# Two workers: most tests wait on subprocesses, servers and single-threaded Python start-up,
+# so two of them share 2 cores well (measured: 6.6 min instead of 10.4 for the suite).
+.venv/bin/python -m pytest -n 2 "$@"

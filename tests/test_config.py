@@ -64,6 +64,15 @@ def test_group_overrides(overrides, approach, operators, nodes):
     assert cfg.exclusion.nodes == nodes
 
 
+def test_exclusion_search_groups():
+    auto = to_run_config(composed("quantization=static", "exclusion=auto")).exclusion
+    assert auto.auto and auto.nodes == [] and auto.start_from == [] and auto.max_f1_drop == 0.005
+    pruning = to_run_config(composed("quantization=static", "exclusion=auto_sensitive")).exclusion
+    assert pruning.auto and pruning.start_from == ["layernorm", "gelu", "residual", "gather", "softmax"]
+    fixed = to_run_config(composed("exclusion=nodes", "exclusion.nodes=[/a/Add,/b.c/MatMul_1]")).exclusion
+    assert not fixed.auto and fixed.nodes == ["/a/Add", "/b.c/MatMul_1"]
+
+
 def test_calibration_groups_carry_their_knobs():
     cfg = to_run_config(composed("calibration=percentile", "calibration.percentile=99.9"))
     assert cfg.calibration.method is CalibrationMethod.percentile
