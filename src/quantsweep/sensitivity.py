@@ -39,8 +39,8 @@ if TYPE_CHECKING:
 # energies below this count as zero; keeps the figures finite (and valid JSON)
 _TINY = 1e-30
 # per-channel figures are clamped to this many dB either way: a channel quantized
-# without error (all zeros, or exactly representable) would otherwise be infinite and
-# outweigh every other channel in the mean, and so would a channel of pure noise
+# without error (all zeros, or exactly representable) would otherwise be infinite, and a
+# channel of pure noise minus infinity, neither of which JSON can hold
 _LIMIT_DB = 100.0
 
 
