@@ -83,14 +83,13 @@ def test_bad_settings_fail_before_anything_is_uploaded(tmp_path, sagemaker, dist
     cases = [
         (["hydra.launcher.role=null"], "`hydra.launcher.role` is None"),
         (["hydra.launcher.instance_type=c5.xlarge"], "`hydra.launcher.instance_type` is 'c5.xlarge'"),
-        (["hydra.launcher.region=null"], None),
+        (["hydra.launcher.region=null"], "`hydra.launcher.region`"),
         (["hydra.launcher.wait=false"], "local to this machine"),
     ]
     for overrides, expected in cases:
         env = sagemaker.environment()
         if overrides == ["hydra.launcher.region=null"]:
             env = {**env, "AWS_DEFAULT_REGION": "", "AWS_REGION": ""}
-            expected = "`hydra.launcher.region`"
         keys = {o.split("=", 1)[0] for o in overrides}
         defaults = [a for a in launcher_args(sagemaker, bucket, role) if a.split("=", 1)[0] not in keys]
         result = run_module(
