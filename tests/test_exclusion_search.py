@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from quantsweep import testing as tiny
+import quantsweep.testing as tiny
 from quantsweep.config import (
     Approach,
     BenchmarkConfig,

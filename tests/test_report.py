@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from quantsweep.report import build_report, load_sweep, pareto_front
+from quantsweep.plots import pareto_front
+from quantsweep.report import build_report, load_sweep
 from quantsweep.results import ERROR_FILE
 
 SEED_CARD = Path(__file__).resolve().parents[2] / "shared" / "reference" / "seed_model_card.md"

@@ -118,23 +118,21 @@ class _Steps:
         # rounding keeps a drop of exactly the budget from failing on float noise
         return round(bound, 9) <= self.budget.max_f1_drop
 
+    def _exhausted(self) -> str | None:
+        if self.budget.max_evaluations is not None and len(self.steps) >= self.budget.max_evaluations:
+            return "evaluations"
+        elapsed = time.perf_counter() - self.started
+        if self.budget.max_minutes is not None and elapsed >= 60 * self.budget.max_minutes:
+            return "minutes"
+        return None
+
     def evaluate(self, nodes: Sequence[str], phase: str, changed: Sequence[str]) -> SearchStep:
         key = frozenset(nodes)
         if key in self._seen:
             return self._seen[key]
         # the starting set is always evaluated, so that there is a measured set to end with
-        if (
-            self.steps
-            and self.budget.max_evaluations is not None
-            and len(self.steps) >= self.budget.max_evaluations
-        ):
-            raise _OutOfBudget("evaluations")
-        if (
-            self.steps
-            and self.budget.max_minutes is not None
-            and time.perf_counter() - self.started >= 60 * self.budget.max_minutes
-        ):
-            raise _OutOfBudget("minutes")
+        if self.steps and (reason := self._exhausted()):
+            raise _OutOfBudget(reason)
         start = time.perf_counter()
         kept = sorted(key)
         scored = self.score(kept)

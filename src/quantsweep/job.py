@@ -312,7 +312,13 @@ def execute(
                     input_names=list(exported.input_names),
                     sensitivity_batch_size=cfg.calibration.batch_size,
                 ),
-                {"calibration": cache_uses["calibration"].key, "max_length": max_length},
+                {
+                    "calibration": cache_uses["calibration"].key,
+                    "max_length": max_length,
+                    "packages": {
+                        name: versions.get(name) for name in ("quantsweep", "onnxruntime", "seqeval")
+                    },
+                },
             )
         cache_uses["exclusion_search"] = use
         _log_cache_use("Exclusion search", use)
@@ -447,12 +453,14 @@ def search_exclusions(
     rows: HeldOutRows,
     upstream: dict[str, Any],
 ) -> tuple[ExclusionSearchResult, CacheUse]:
-    """exclusion=auto's search, cached: the same calibration, rows and settings find the same set."""
-    from quantsweep.environment import package_versions
+    """exclusion=auto's search, cached: the same calibration, rows and settings find the same set.
+
+    ``upstream`` holds the key parts the job already knows (calibration key, maximum
+    length, package versions).
+    """
     from quantsweep.exclusion_search import SEARCH_FORMAT, find_exclusions
     from quantsweep.sessions import SessionSettings
 
-    versions = package_versions()
     settings = {k: getattr(v, "value", v) for k, v in asdict(cfg.exclusion).items()}
     parts = {
         **upstream,
@@ -463,7 +471,6 @@ def search_exclusions(
         "start_nodes": sorted(start_nodes),
         "request": {k: v for k, v in asdict(request).items() if k != "nodes_to_exclude"},
         "batch_size": rows.batch_size,
-        "packages": {name: versions.get(name) for name in ("quantsweep", "onnxruntime", "seqeval")},
     }
     if cfg.exclusion.max_minutes is not None:
         # a time budget makes the outcome depend on this machine's speed: never reuse it
@@ -515,7 +522,7 @@ def write_exclusion_file(job_dir: Path, found: ExclusionSearchResult) -> Path:
 
 def plot_search(found: ExclusionSearchResult, path: Path) -> None:
     """The search's plot beside its results; a plotting failure costs the plot, not the job."""
-    from quantsweep.report import plot_sensitivity
+    from quantsweep.plots import plot_sensitivity
 
     try:
         plot_sensitivity(asdict(found), path)

@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import yaml
 from hydra.experimental.callback import Callback
 
 from quantsweep.config import flatten
+from quantsweep.plots import plot_latency, plot_pareto
 from quantsweep.results import ERROR_FILE, RESULTS_FILE, SENSITIVITY_PLOT, atomic_write_text, window_spread
 
 log = logging.getLogger(__name__)
@@ -493,174 +493,6 @@ def render_csv(sweep: Sweep) -> str:
                 ]
             )
     return buffer.getvalue()
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of points no other point beats on both axes (higher is better on both)."""
-    front = []
-    for i, (x, y) in enumerate(points):
-        if not any(
-            (x2 >= x and y2 >= y) and (x2 > x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i
-        ):
-            front.append(i)
-    return front
-
-
-def _short(job: JobRecord) -> str:
-    return job.name.rsplit("-", 1)[0] if len(job.name.split("-")) > 3 else job.name
-
-
-def plot_pareto(sweep: Sweep, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    jobs = sweep.finished
-    colors = plt.get_cmap("tab10")
-    batch_sizes = sorted({s["batch_size"] for s in jobs[0].results["timing"]["shapes"]})  # type: ignore[index]
-    fig, axes = plt.subplots(1, len(batch_sizes), figsize=(5.5 * len(batch_sizes), 4.5), squeeze=False)
-    for ax, batch in zip(axes[0], batch_sizes, strict=True):
-        points = []
-        for job in jobs:
-            assert job.results is not None
-            ups = [s["speedup"] for s in job.results["timing"]["shapes"] if s["batch_size"] == batch]
-            points.append(
-                (math.exp(sum(math.log(u) for u in ups) / len(ups)), job.results["quantized"]["f1"])
-            )
-        front = set(pareto_front(points))
-        for i, (job, (x, y)) in enumerate(zip(jobs, points, strict=True)):
-            edge = "black" if i in front else "none"
-            ax.scatter(
-                x, y, color=colors(i % 10), edgecolors=edge, linewidths=1.5, s=60, zorder=3, label=_short(job)
-            )
-        ordered = sorted((points[i] for i in front), key=lambda p: p[0])
-        ax.plot(
-            [p[0] for p in ordered],
-            [p[1] for p in ordered],
-            color="tab:red",
-            linestyle="--",
-            label="Pareto front",
-        )
-        f1_original = jobs[0].results["original"]["f1"]  # type: ignore[index]
-        ax.axhline(f1_original, color="gray", linestyle=":", label="original F1")
-        ax.axvline(1.0, color="gray", linewidth=0.5)
-        ax.set_title(f"batch size {batch}")
-        ax.set_xlabel("speed-up (geometric mean over input lengths)")
-        ax.set_ylabel("F1 (optimized)")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center right", fontsize=7, title="black ring: on the Pareto front")
-    fig.tight_layout(rect=(0, 0, 0.8, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_latency(sweep: Sweep, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    jobs = sweep.finished
-    shapes = jobs[0].results["timing"]["shapes"]  # type: ignore[index]
-    batch_sizes = sorted({s["batch_size"] for s in shapes})
-    fig, axes = plt.subplots(1, len(batch_sizes), figsize=(5.5 * len(batch_sizes), 4.5), squeeze=False)
-    for ax, batch in zip(axes[0], batch_sizes, strict=True):
-        lengths = sorted({s["input_length"] for s in shapes if s["batch_size"] == batch})
-        originals: dict[int, list[float]] = {n: [] for n in lengths}
-        for job in jobs:
-            assert job.results is not None
-            mine = {s["input_length"]: s for s in job.results["timing"]["shapes"] if s["batch_size"] == batch}
-            ax.plot(
-                lengths, [mine[n]["quantized"]["mean_ms"] for n in lengths], marker="o", label=_short(job)
-            )
-            for n in lengths:
-                originals[n].append(mine[n]["original"]["mean_ms"])
-        median = [sorted(v)[len(v) // 2] for v in originals.values()]
-        ax.plot(
-            lengths, median, color="black", linewidth=2.5, linestyle="--", label="original (median over jobs)"
-        )
-        ax.set_title(f"batch size {batch}")
-        ax.set_xlabel("input length (tokens)")
-        ax.set_ylabel("mean latency (ms)")
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _short_node(name: str) -> str:
-    """The last four parts of a node's path: enough to tell layers and blocks apart on an axis."""
-    return "/".join(name.strip("/").split("/")[-4:])
-
-
-def plot_sensitivity(search: dict[str, Any], path: Path) -> None:
-    """exclusion=auto at a glance: each candidate's SQNR in graph order, and F1 at each search step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ranking = search["ranking"]
-    chosen = set(search["chosen"])
-    start = set(search["start_nodes"])
-    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [2.2, 1]})
-    xs = list(range(len(ranking)))
-    heights = [r["sqnr_db"] if r["sqnr_db"] is not None else 0.0 for r in ranking]
-    left.bar(
-        xs, heights, color=["lightgray" if r["sqnr_db"] is None else "tab:blue" for r in ranking], width=0.85
-    )
-    # kept nodes are often the ones near 0 dB, where a bar has no height: mark them
-    kept = [x for x, r in zip(xs, ranking, strict=True) if r["node"] in chosen]
-    left.scatter(kept, [heights[x] for x in kept], color="tab:red", zorder=3, s=18, label="kept in fp32")
-    started = [x for x, r in zip(xs, ranking, strict=True) if r["node"] in start]
-    if started:
-        left.scatter(
-            started, [heights[x] + 2 for x in started], marker="v", color="black", s=10, label="starting set"
-        )
-    left.set_xticks(kept, [_short_node(ranking[x]["node"]) for x in kept], rotation=90, fontsize=6)
-    left.set_xlim(-1, len(ranking))
-    left.set_ylim(bottom=min(-3.0, min(heights, default=0.0) - 3))
-    left.set_xlabel("candidate nodes in graph order (labelled: kept in fp32)")
-    left.set_ylabel("SQNR, median over channels (dB)")
-    left.set_title("Sensitivity: lower is more damage (gray: untouched by the quantizer)", fontsize=9)
-    left.legend(fontsize=7, loc="upper right")
-
-    steps = search["steps"]
-    budget = search["fp32_f1"] - search["max_f1_drop"]
-    # collapsed sets would squeeze the interesting range near fp32 into a line: clip them
-    floor = budget - max(0.03, 6 * search["max_f1_drop"])
-    top = max([s["f1"] for s in steps] + [search["fp32_f1"]]) + 0.005
-    for step in steps:
-        clipped = step["f1"] < floor
-        right.scatter(
-            step["step"],
-            max(step["f1"], floor),
-            marker="v" if clipped else "o",
-            color="tab:green" if step["meets_budget"] else "tab:orange",
-            zorder=2,
-        )
-        right.annotate(
-            str(len(step["nodes"])),
-            (step["step"], max(step["f1"], floor)),
-            fontsize=6,
-            xytext=(2, 3),
-            textcoords="offset points",
-        )
-    right.axhline(search["fp32_f1"], color="gray", linestyle=":", label="fp32 F1 (held out)")
-    right.axhline(budget, color="tab:red", linestyle="--", label=f"fp32 F1 - {search['max_f1_drop']}")
-    right.set_ylim(floor - 0.003, top)
-    right.set_xlabel("search step (labels: nodes kept in fp32)")
-    right.set_ylabel("held-out F1 (▼: below the axis)")
-    confidence = search.get("confidence")
-    judged = f"drop at confidence {confidence}" if confidence else "measured drop"
-    right.set_title(
-        f"Search steps: green within the budget\n(judged by the {judged}), orange outside", fontsize=9
-    )
-    right.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 @dataclass
