@@ -18,7 +18,7 @@ from transformers import AutoTokenizer
 from quantsweep import testing as tiny
 from quantsweep.config import DatasetConfig
 from quantsweep.data import encode_sentences, load_split
-from quantsweep.evaluate import LabelMismatchError, check_labels, evaluate_model, score
+from quantsweep.evaluate import LabelMismatchError, check_labels, evaluate_model, predict_word_labels, score
 from quantsweep.sessions import SessionSettings, create_session
 
 ID2LABEL = dict(enumerate(tiny.LABELS))
@@ -91,14 +91,41 @@ def test_word_labels_come_from_the_first_sub_token(oracle_session, tokenizer, va
     assert result.f1 == pytest.approx(f1_score(validation.tags, expected))
     assert result.accuracy == pytest.approx(accuracy_score(validation.tags, expected))
     assert result.num_samples == len(validation)
-    assert result.num_truncated == 0
+    assert result.num_truncated == 0 and result.truncated_words == 0
+
+
+def kept_words(tokenizer, words, max_length: int) -> int:
+    """Words whose first sub-token fits in ``max_length`` beside [CLS] and [SEP], counted piece by piece."""
+    room, kept = max_length - 2, 0
+    for word in words:
+        if room <= 0:
+            break
+        kept += 1
+        room -= len(tokenizer.tokenize(word))
+    return kept
 
 
 def test_truncated_words_count_as_outside(oracle_session, tokenizer, validation):
-    encoded = encode_sentences(tokenizer, validation.tokens, 6)
-    assert any(e.truncated for e in encoded)
+    max_length = 6
+    encoded = encode_sentences(tokenizer, validation.tokens, max_length)
+    full = expected_labels(tokenizer, validation.tokens)
+    kept = [kept_words(tokenizer, words, max_length) for words in validation.tokens]
+    expected = [labels[:k] + ["O"] * (len(labels) - k) for labels, k in zip(full, kept, strict=True)]
+    cut_tags = [tag for labels, k in zip(full, kept, strict=True) for tag in labels[k:]]
+    assert cut_tags and any(tag != "O" for tag in cut_tags), (
+        "the oracle must label some cut-off word as an entity"
+    )
+
+    predicted = predict_word_labels(oracle_session, encoded, ID2LABEL, 8, tokenizer.pad_token_id)
+    assert predicted == expected
     result = evaluate_model(oracle_session, validation, encoded, ID2LABEL, 8, tokenizer.pad_token_id)
-    assert result.num_truncated == sum(e.truncated for e in encoded)
+    assert result.f1 == pytest.approx(f1_score(validation.tags, expected))
+    assert result.accuracy == pytest.approx(accuracy_score(validation.tags, expected))
+    assert result.f1 != pytest.approx(f1_score(validation.tags, full))
+    assert result.num_truncated == sum(
+        k < len(words) for k, words in zip(kept, validation.tokens, strict=True)
+    )
+    assert result.truncated_words == len(cut_tags)
 
 
 REFS = [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import onnx
 import pytest
 from transformers import AutoTokenizer
@@ -98,31 +100,51 @@ def test_static_quantizes_add_and_matmul_with_every_calibration_method(
 
 @pytest.mark.parametrize("static", [False, True])
 def test_exclusions_apply_to_both_approaches(fp32, tmp_path, calibration_inputs, static):
-    graph = onnx.load(str(fp32.onnx_path))
-    exclusion = resolve_exclusions(graph, ["layernorm", "residual"])
+    operators = ["Add", "MatMul"]
+    original = onnx.load(str(fp32.onnx_path))
+    exclusion = resolve_exclusions(original, ["layernorm", "residual"])
     classifier = next(
-        n.name for n in graph.graph.node if n.op_type == "MatMul" and n.name.startswith("/classifier")
+        n.name for n in original.graph.node if n.op_type == "MatMul" and n.name.startswith("/classifier")
     )
     excluded = [*exclusion.node_names, classifier]
-    path, _ = quantize(fp32, tmp_path, static, ["Add", "MatMul"], excluded, calibration_inputs)
-    quantized = names(fp32, path, ["Add", "MatMul"], excluded)
-    assert quantized  # the rest still is quantized
-    assert not set(excluded) & set(quantized)
-    # the quantizer honoured the exclusions: the excluded nodes are still float ops
-    by_name = {n.name: n for n in onnx.load(str(path)).graph.node}
-    assert by_name[classifier].op_type == "MatMul"
-    producers = {o: n.op_type for n in by_name.values() for o in n.output}
-    assert not all(producers.get(i) == "DequantizeLinear" for i in by_name[classifier].input)
-    facts = graph_facts(
-        fp32.onnx_path,
-        path,
-        ["Add", "MatMul"],
-        excluded,
-        exclusion.by_pattern,
-        "static" if static else "dynamic",
+    # the same quantization with nothing excluded: which of the excluded nodes it would quantize
+    (tmp_path / "all").mkdir()
+    (tmp_path / "excluded").mkdir()
+    everything = names(
+        fp32, quantize(fp32, tmp_path / "all", static, operators, (), calibration_inputs)[0], operators
     )
-    assert facts.nodes_excluded == excluded
-    assert facts.quantized_size_mb > 0 and facts.original_size_mb > 0
+    withheld = [name for name in excluded if name in everything]
+    assert classifier in withheld
+    path, _ = quantize(fp32, tmp_path / "excluded", static, operators, excluded, calibration_inputs)
+
+    # The quantizer honoured the exclusions: each node keeps its name and float op type, and
+    # its own weights and biases (initializers no other node reads) are not dequantized.
+    quantized = onnx.load(str(path))
+    by_name = {n.name: n for n in quantized.graph.node}
+    producers = {o: n.op_type for n in quantized.graph.node for o in n.output}
+    readers = Counter(tensor for n in original.graph.node for tensor in n.input)
+    # the exporter merges identical initializers (the tiny model's zero biases): only unshared ones count
+    own = {i.name for i in original.graph.initializer if readers[i.name] == 1}
+    op_types = {n.name: n.op_type for n in original.graph.node}
+    own_weights = 0
+    for name in withheld:
+        assert by_name[name].op_type == op_types[name], name
+        original_node = next(n for n in original.graph.node if n.name == name)
+        for position, tensor in enumerate(original_node.input):
+            if tensor in own:
+                own_weights += 1
+                assert producers.get(by_name[name].input[position]) != "DequantizeLinear", (name, tensor)
+    assert own_weights > 0
+
+    facts = graph_facts(
+        fp32.onnx_path, path, operators, excluded, exclusion.by_pattern, "static" if static else "dynamic"
+    )
+    # counted from the graphs: everything the unexcluded run quantized, less what was withheld
+    assert facts.nodes_quantized == len(everything) - len(withheld)
+    assert sum(facts.nodes_quantized_by_op_type.values()) == facts.nodes_quantized
+    assert facts.candidate_nodes == sum(1 for t in op_types.values() if t in operators)
+    assert facts.quantized_size_mb == round(path.stat().st_size / 1e6, 3)
+    assert facts.original_size_mb == round(fp32.onnx_path.stat().st_size / 1e6, 3)
 
 
 def test_instruction_set_override_and_reduce_range():

@@ -158,4 +158,10 @@ def evaluate_model(
         num_samples=len(data),
         num_truncated=sum(1 for e in encoded if e.truncated),
         seconds=round(time.perf_counter() - start, 3),
+        truncated_words=sum(e.num_words - words_covered(e) for e in encoded),
     )
+
+
+def words_covered(encoded: EncodedSentence) -> int:
+    """How many leading words of a sentence kept at least one sub-token after truncation."""
+    return max((w for w in encoded.word_ids if w is not None), default=-1) + 1

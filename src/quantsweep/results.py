@@ -69,6 +69,8 @@ class EvaluationResult:
     # sentences longer than the model's maximum length; their cut-off words count as "O"
     num_truncated: int
     seconds: float
+    # words cut off in those sentences (each scored as "O": a miss wherever its tag is not "O")
+    truncated_words: int = 0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvaluationResult:
