@@ -281,3 +281,55 @@ def test_changed_model_weights_miss_and_cache_off_matches_cache_on(tmp_path, dis
     tiny.write_model(other, "distilbert", seed=1)
     changed = _run(_config(other, conll_dir, cache_dir), tmp_path / "changed")
     assert not changed["cache"]["export"]["hit"]
+
+
+@pytest.mark.slow
+def test_changed_evaluation_code_misses_the_fp32_evaluation_and_keeps_the_export(
+    tmp_path, distilbert_dir, conll_dir
+):
+    """The version stays 0.1.0 while the labelling code changes: the code itself keys the entry."""
+    import importlib
+    import shutil
+
+    import quantsweep
+    from quantsweep.testing import run_module
+
+    source = tmp_path / "src" / "quantsweep"
+    shutil.copytree(Path(quantsweep.__file__).parent, source, ignore=shutil.ignore_patterns("__pycache__"))
+    conf = importlib.import_module("quantsweep.conf")
+    assert conf.__file__ is not None
+    if not (source / "conf").is_dir():  # a checkout keeps conf/ beside src/; a wheel installs it inside
+        shutil.copytree(
+            Path(conf.__file__).parent, source / "conf", ignore=shutil.ignore_patterns("__pycache__")
+        )
+
+    def job(name: str) -> dict[str, Any]:
+        run_module(
+            "quantsweep.cli",
+            f"model_name_or_path={distilbert_dir}",
+            f"dataset.path={conll_dir}",
+            f"cache_dir={tmp_path / 'cache'}",
+            "benchmark.duration=0.02",
+            "benchmark.batch_sizes=[1]",
+            "benchmark.input_lengths=[8]",
+            "benchmark.warmup=0",
+            "benchmark.windows=2",
+            "mlflow.enabled=false",
+            f"hydra.run.dir={tmp_path / name}",
+            cwd=tmp_path,
+            env={"PYTHONPATH": str(tmp_path / "src")},  # the copy, not the installed package, runs
+        )
+        return json.loads((tmp_path / name / "results.json").read_text())
+
+    first = job("first")
+    again = job("again")
+    evaluate = source / "evaluate.py"
+    evaluate.write_text(evaluate.read_text() + "\n# a change to the code that labels words\n")
+    changed = job("changed")
+    assert {k: v["hit"] for k, v in again["cache"].items()} == {"export": True, "original_evaluation": True}
+    assert {k: v["hit"] for k, v in changed["cache"].items()} == {
+        "export": True,
+        "original_evaluation": False,
+    }
+    assert first["environment"]["code_sha256"] == again["environment"]["code_sha256"]
+    assert changed["environment"]["code_sha256"] != first["environment"]["code_sha256"]

@@ -159,6 +159,26 @@ def test_config_error_is_one_paragraph_before_any_work(tmp_path):
     assert not list(tmp_path.rglob("results.json"))
 
 
+def test_input_length_over_the_models_maximum_is_one_paragraph_before_the_export(
+    tmp_path, distilbert_dir, conll_dir
+):
+    job = tmp_path / "job"
+    result = quantsweep(
+        tmp_path,
+        *data_args(distilbert_dir, conll_dir),
+        "benchmark.input_lengths=[8,300]",
+        "mlflow.enabled=false",
+        f"hydra.run.dir={job}",
+        check=False,
+    )
+    assert result.returncode == 2
+    message = result.stderr.split("quantsweep: ", 1)[1]
+    assert "`benchmark.input_lengths` is [8, 300]" in message and "at most 256 tokens" in message
+    assert "benchmark.input_lengths=[8]" in message  # what would be allowed
+    assert "Traceback" not in result.stderr
+    assert not (job / "model.onnx").exists() and not (job / "results.json").exists()
+
+
 def test_hub_model_offline_names_the_local_alternative(tmp_path, conll_dir):
     result = quantsweep(tmp_path, f"dataset.path={conll_dir}", check=False)
     assert result.returncode == 2

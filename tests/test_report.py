@@ -244,3 +244,52 @@ def test_report_command(tmp_path, template_job):
     )
     assert re.search(r"README\.md$", out.stdout.strip())
     assert (sweep / "results.csv").is_file()
+
+
+def test_shape_tables_match_each_jobs_own_shapes_in_a_benchmark_sweep(tmp_path, template_job):
+    """A sweep over benchmark.*: jobs time different shapes, listed in different orders."""
+    sweep = make_sweep(tmp_path / "sweep", template_job, THREE_GROUPS[:2])
+    second = json.loads((sweep / "job1" / "results.json").read_text())
+    # job1 timed only batch size 2, at its lengths in reverse order, with its own duration
+    second["timing"]["shapes"] = [s for s in reversed(second["timing"]["shapes"]) if s["batch_size"] == 2]
+    second["timing"]["duration_s"] = 7.0
+    second["config"]["benchmark"]["batch_sizes"] = [2]
+    (sweep / "job1" / "results.json").write_text(json.dumps(second))
+    card = build_report(sweep).card.read_text()
+    sections = card.split("Below, time metrics for batch size = ")[1:]
+    results = {job: json.loads((sweep / job / "results.json").read_text()) for job in ("job0", "job1")}
+    keys = list(load_sweep(sweep).benchmarked)
+    assert keys == ["exclusion.nodes", "benchmark.batch_sizes"]
+    labels = {tuple(label(r, keys)): r for r in results.values()}
+    seen: dict[tuple[int, int], int] = {}
+    for section in sections:
+        batch, length = (int(x) for x in re.match(r"(\d+), input length = (\d+)\.", section).groups())  # type: ignore[union-attr]
+        table = tables(section)[0]
+        seen[(batch, length)] = len(table) - 1
+        for row in table[1:]:
+            owner = labels[tuple(row[:2])]
+            shape = next(
+                s
+                for s in owner["timing"]["shapes"]
+                if (s["batch_size"], s["input_length"]) == (batch, length)
+            )
+            assert float(row[2]) == pytest.approx(shape["original"]["mean_ms"], abs=0.005)
+            assert float(row[6]) == pytest.approx(shape["speedup"], abs=0.005)
+    assert seen == {(1, 8): 1, (1, 16): 1, (2, 8): 2, (2, 16): 2}
+    assert "`job1`: 7 s per model and shape" in card
+
+
+def test_truncation_and_instruction_sets_are_stated(tmp_path, template_job):
+    sweep = make_sweep(tmp_path / "sweep", template_job, THREE_GROUPS[:2])
+    for job in ("job0", "job1"):
+        results = json.loads((sweep / job / "results.json").read_text())
+        results["original"].update(num_truncated=3, truncated_words=11, num_samples=40)
+        results["dataset"]["eval_max_length"] = 64
+        results["environment"]["int8_instruction_sets"] = ["AVX2", "AVX-512F"]
+        results["quantization"]["instruction_set"] = "avx512_vnni"
+        (sweep / job / "results.json").write_text(json.dumps(results))
+    card = build_report(sweep).card.read_text()
+    assert "Truncation: 3 of 40 evaluation sentences are longer than 64 tokens: 11 words past the cut" in card
+    backend = card.split("**Backend args:** `")[1].split("`")[0]
+    assert "'cpu_int8_instruction_sets': ['AVX2', 'AVX-512F']" in backend
+    assert "'quantization_preset': 'avx512_vnni'" in backend

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import platform
 import socket
@@ -31,6 +33,20 @@ TRACKED_PACKAGES = (
 
 # Flags that decide which integer kernels ONNX Runtime can use.
 _RELEVANT_FLAG_PREFIXES = ("avx", "amx", "fma", "f16c", "sse4", "asimd", "dotprod", "i8mm", "sve")
+# The instruction sets that decide ONNX Runtime's int8 speed, by their /proc/cpuinfo flag,
+# in the order a reader compares machines (AVX2 < AVX-512 < VNNI < AMX; Arm's NEON < dot product < I8MM).
+INT8_INSTRUCTION_SETS = {
+    "avx2": "AVX2",
+    "avx512f": "AVX-512F",
+    "avx512bw": "AVX-512BW",
+    "avx512_vnni": "AVX512-VNNI",
+    "avx_vnni": "AVX-VNNI",
+    "amx_int8": "AMX-INT8",
+    "asimd": "NEON",
+    "asimddp": "dot product",
+    "i8mm": "I8MM",
+    "sve": "SVE",
+}
 
 
 def _read_proc_cpuinfo() -> list[dict[str, str]]:
@@ -71,6 +87,18 @@ def cpu_flags() -> frozenset[str]:
         return frozenset()
 
 
+def int8_instruction_sets(flags: frozenset[str] | None = None) -> list[str]:
+    """What this CPU supports of :data:`INT8_INSTRUCTION_SETS`, by name (``["AVX2", "AVX-512F", ...]``).
+
+    This is the hardware; optimum's quantization preset (``instruction_set`` in the results)
+    is a different thing: the quantizer settings chosen for it.
+    """
+    have = cpu_flags() if flags is None else flags
+    aliases = {"avx512vnni": "avx512_vnni"}  # py-cpuinfo spells some flags without the underscore
+    present = {aliases.get(flag, flag) for flag in have}
+    return [name for flag, name in INT8_INSTRUCTION_SETS.items() if flag in present]
+
+
 def physical_cores() -> int:
     """Physical cores (hyper-threads counted once), the default intra-op thread count."""
     procs = _read_proc_cpuinfo()
@@ -104,30 +132,73 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def git_commit(start: Path | None = None) -> str | None:
-    """The commit of the quantsweep checkout in use, or None for an installed wheel."""
-    here = start or Path(__file__).resolve().parent
+def _package_dir() -> Path:
+    return Path(__file__).resolve().parent
+
+
+def code_digest(module_names: tuple[str, ...] | None = None) -> str:
+    """A hash of the quantsweep source that really runs: the named modules, or every module.
+
+    Keys the cache on the code that computes an entry (the version number stays 0.1.0 while
+    the code changes) and identifies an installed wheel, which has no git commit.
+    """
+    folder = _package_dir()
+    files = (
+        sorted(folder.rglob("*.py"))
+        if module_names is None
+        else [folder / f"{name.removeprefix('quantsweep.').replace('.', '/')}.py" for name in module_names]
+    )
+    digest = hashlib.sha256()
+    for path in files:
+        if "__pycache__" in path.parts:
+            continue
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _git(folder: Path, *args: str) -> subprocess.CompletedProcess[str] | None:
     try:
-        out = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
+        return subprocess.run(
+            ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=5, check=False
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    commit = out.stdout.strip()
-    if out.returncode != 0 or not commit:
+
+
+def git_commit(package_dir: Path | None = None) -> str | None:
+    """The commit of the checkout the running quantsweep code is tracked in, or None.
+
+    None for an installed wheel, even one installed into a ``.venv/`` inside a checkout:
+    the checkout's HEAD says nothing about the code in the wheel, and that code is not a
+    file git tracks, so it is recognised by asking git whether it tracks this very file.
+    """
+    folder = package_dir or _package_dir()
+    tracked = _git(folder, "ls-files", "--error-unmatch", "--", "__init__.py")
+    if tracked is None or tracked.returncode != 0:
         return None
-    dirty = subprocess.run(
-        ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-        capture_output=True,
-        text=True,
-        timeout=5,
-        check=False,
+    head = _git(folder, "rev-parse", "HEAD")
+    commit = head.stdout.strip() if head is not None and head.returncode == 0 else ""
+    if not commit:
+        return None
+    dirty = _git(folder, "status", "--porcelain", "--untracked-files=no")
+    return commit + ("-dirty" if dirty is not None and dirty.stdout.strip() else "")
+
+
+def installed_from() -> str | None:
+    """Where pip installed quantsweep from (PEP 610's direct_url.json), e.g. ``file:///src/quantsweep``."""
+    try:
+        text = metadata.distribution("quantsweep").read_text("direct_url.json")
+    except metadata.PackageNotFoundError:
+        return None
+    if not text:
+        return None
+    info = json.loads(text)
+    url = str(info.get("url", ""))
+    vcs = info.get("vcs_info") or {}
+    editable = (info.get("dir_info") or {}).get("editable")
+    return (
+        url + (f"@{vcs['commit_id']}" if vcs.get("commit_id") else "") + (" (editable)" if editable else "")
     )
-    return commit + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def collect_environment() -> Environment:
@@ -142,4 +213,7 @@ def collect_environment() -> Environment:
         packages=package_versions(),
         git_commit=git_commit(),
         hostname=socket.gethostname(),
+        int8_instruction_sets=int8_instruction_sets(flags),
+        code_sha256=code_digest(),
+        installed_from=installed_from(),
     )

@@ -39,6 +39,21 @@ log = logging.getLogger(__name__)
 
 # the packages whose versions can change an export (and so everything computed from it)
 _EXPORT_PACKAGES = ("quantsweep", "torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime")
+# The quantsweep modules whose code computes each cache entry: their source is part of its key,
+# since the package version stays the same while the code changes.
+_CODE = {
+    "export": ("quantsweep.export",),
+    "calibration": ("quantsweep.data", "quantsweep.quantize"),
+    "original_evaluation": ("quantsweep.data", "quantsweep.evaluate", "quantsweep.sessions"),
+    "exclusion_search": (
+        "quantsweep.data",
+        "quantsweep.evaluate",
+        "quantsweep.exclusion_search",
+        "quantsweep.quantize",
+        "quantsweep.sensitivity",
+        "quantsweep.sessions",
+    ),
+}
 _EVALUATION_FILE = "evaluation.json"
 _SEARCH_FILE = "search.json"
 
@@ -123,7 +138,7 @@ def execute(
     import onnx
 
     from quantsweep.data import encode_sentences, held_out_rows, load_split, sample_rows
-    from quantsweep.environment import collect_environment, package_versions
+    from quantsweep.environment import code_digest, collect_environment, package_versions
     from quantsweep.evaluate import check_labels, evaluate_model
     from quantsweep.exclusion import ResolvedExclusion, resolve_exclusions
     from quantsweep.exclusion_search import HeldOutRows
@@ -152,14 +167,8 @@ def execute(
     # Cheap checks first: model config, tokenizer and data, before the export.
     with clock("load"):
         model_config = load_model_config(cfg.model_name_or_path, cfg.revision)
-        max_positions = int(getattr(model_config, "max_position_embeddings", 512) or 512)
-        too_long = [n for n in cfg.benchmark.input_lengths if n > max_positions]
-        if too_long:
-            raise ValueError(
-                f"Invalid configuration: `benchmark.input_lengths` is {list(cfg.benchmark.input_lengths)}; "
-                f"{cfg.model_name_or_path} accepts at most {max_positions} tokens (got {too_long[0]})."
-            )
         tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.revision)
+        check_input_lengths(cfg, model_config, tokenizer)
         eval_data = load_split(cfg.dataset, cfg.dataset.eval_split, cfg.dataset.max_eval_samples)
         log.info(
             "Evaluation data: %d sentences of %s (split %s)",
@@ -204,6 +213,7 @@ def execute(
             "opset": cfg.framework_args.opset,
             "optimization_level": cfg.framework_args.optimization_level,
             "packages": {name: versions.get(name) for name in _EXPORT_PACKAGES},
+            "code": code_digest(_CODE["export"]),
         }
 
         def build_export(folder: Path) -> None:
@@ -264,6 +274,7 @@ def execute(
             "calibration": {k: getattr(v, "value", v) for k, v in asdict(cfg.calibration).items()},
             "operators": sorted(request.operators),
             "symmetric": bool(qconfig.activations_symmetric),
+            "code": code_digest(_CODE["calibration"]),
         }
         data = calibration_data
 
@@ -318,6 +329,7 @@ def execute(
                     "packages": {
                         name: versions.get(name) for name in ("quantsweep", "onnxruntime", "seqeval")
                     },
+                    "code": code_digest(_CODE["exclusion_search"]),
                 },
             )
         cache_uses["exclusion_search"] = use
@@ -354,6 +366,7 @@ def execute(
         "max_length": max_length,
         "batch_size": cfg.eval_batch_size,
         "packages": {name: versions.get(name) for name in ("onnxruntime", "seqeval")},
+        "code": code_digest(_CODE["original_evaluation"]),
     }
 
     def build_evaluation(folder: Path) -> None:
@@ -404,6 +417,8 @@ def execute(
             "eval_split": eval_data.split,
             "eval_samples": len(eval_data),
             "eval_fingerprint": eval_data.fingerprint,
+            # sentences longer than this (in sub-tokens) are cut; their cut-off words count as misses
+            "eval_max_length": max_length,
             "label_names": eval_data.label_names,
             "calibration_split": cfg.dataset.calibration_split if calibration_data is not None else None,
             "calibration_samples": len(calibration_data) if calibration_data is not None else None,
@@ -415,6 +430,27 @@ def execute(
         cache={kind: asdict(use) for kind, use in cache_uses.items()},
         exclusion_search=search_result,
     )
+
+
+def check_input_lengths(cfg: RunConfig, model_config: Any, tokenizer: Any) -> None:
+    """Refuse timing shapes the model cannot take, before the export rather than after it."""
+    limits = {
+        "max_position_embeddings in its config.json": getattr(model_config, "max_position_embeddings", None),
+        "model_max_length of its tokenizer": getattr(tokenizer, "model_max_length", None),
+    }
+    # tokenizers without a limit report a huge sentinel (int(1e30)); only real limits count
+    known = {what: int(n) for what, n in limits.items() if isinstance(n, int) and 0 < n < 1_000_000}
+    if not known:
+        return
+    what, limit = min(known.items(), key=lambda item: item[1])
+    too_long = [n for n in cfg.benchmark.input_lengths if n > limit]
+    if too_long:
+        allowed = [n for n in cfg.benchmark.input_lengths if n <= limit] or [limit]
+        raise ConfigError(
+            f"Invalid configuration: `benchmark.input_lengths` is {list(cfg.benchmark.input_lengths)}, but "
+            f"{cfg.model_name_or_path} accepts at most {limit} tokens ({what}), so {too_long} cannot be timed. "
+            f"Use lengths up to {limit}, e.g. benchmark.input_lengths={allowed}."
+        )
 
 
 def check_holdout(cfg: RunConfig, split_rows: int, calibration_rows: int, holdout_rows: int) -> None:
@@ -547,6 +583,8 @@ def summary_table(results: JobResults) -> str:
             f"{found.fp32_f1:.4f}, {verdict} the budget of {found.max_f1_drop} ({found.evaluations} steps, "
             f"{found.seconds:.0f} s; list in {EXCLUSION_FILE})"
         )
+    if results.original.num_truncated:
+        lines.append(f"  NOTE: {results.original.truncation_note(results.dataset.get('eval_max_length'))}")
     lines.append(f"  {'metric':<12}{'original':>10}{'quantized':>11}{'delta':>9}")
     for name in ("precision", "recall", "f1", "accuracy"):
         a, b = getattr(results.original, name), getattr(results.quantized, name)

@@ -30,21 +30,31 @@ def _short(job: JobRecord) -> str:
     return job.name.rsplit("-", 1)[0] if len(job.name.split("-")) > 3 else job.name
 
 
+def _all_shapes(sweep: Sweep) -> list[dict[str, Any]]:
+    return [shape for job in sweep.finished for shape in (job.results or {})["timing"]["shapes"]]
+
+
+def _timed(job: JobRecord, batch: int) -> list[dict[str, Any]]:
+    """The job's timings at one batch size (none if it did not time that batch size)."""
+    return [s for s in (job.results or {})["timing"]["shapes"] if s["batch_size"] == batch]
+
+
 def plot_pareto(sweep: Sweep, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    jobs = sweep.finished
     colors = plt.get_cmap("tab10")
-    batch_sizes = sorted({s["batch_size"] for s in jobs[0].results["timing"]["shapes"]})  # type: ignore[index]
+    batch_sizes = sorted({s["batch_size"] for s in _all_shapes(sweep)})
     fig, axes = plt.subplots(1, len(batch_sizes), figsize=(5.5 * len(batch_sizes), 4.5), squeeze=False)
     for ax, batch in zip(axes[0], batch_sizes, strict=True):
+        # a sweep over benchmark.* may time some batch sizes in some jobs only
+        jobs = [job for job in sweep.finished if _timed(job, batch)]
         points = []
         for job in jobs:
             assert job.results is not None
-            ups = [s["speedup"] for s in job.results["timing"]["shapes"] if s["batch_size"] == batch]
+            ups = [s["speedup"] for s in _timed(job, batch)]
             points.append(
                 (math.exp(sum(math.log(u) for u in ups) / len(ups)), job.results["quantized"]["f1"])
             )
@@ -81,22 +91,22 @@ def plot_latency(sweep: Sweep, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    jobs = sweep.finished
-    shapes = jobs[0].results["timing"]["shapes"]  # type: ignore[index]
+    shapes = _all_shapes(sweep)
     batch_sizes = sorted({s["batch_size"] for s in shapes})
     fig, axes = plt.subplots(1, len(batch_sizes), figsize=(5.5 * len(batch_sizes), 4.5), squeeze=False)
     for ax, batch in zip(axes[0], batch_sizes, strict=True):
         lengths = sorted({s["input_length"] for s in shapes if s["batch_size"] == batch})
         originals: dict[int, list[float]] = {n: [] for n in lengths}
-        for job in jobs:
-            assert job.results is not None
-            mine = {s["input_length"]: s for s in job.results["timing"]["shapes"] if s["batch_size"] == batch}
-            ax.plot(
-                lengths, [mine[n]["quantized"]["mean_ms"] for n in lengths], marker="o", label=_short(job)
-            )
-            for n in lengths:
+        for job in sweep.finished:
+            mine = {s["input_length"]: s for s in _timed(job, batch)}
+            if not mine:
+                continue
+            own = [n for n in lengths if n in mine]
+            ax.plot(own, [mine[n]["quantized"]["mean_ms"] for n in own], marker="o", label=_short(job))
+            for n in own:
                 originals[n].append(mine[n]["original"]["mean_ms"])
-        median = [sorted(v)[len(v) // 2] for v in originals.values()]
+        lengths = [n for n in lengths if originals[n]]
+        median = [sorted(originals[n])[len(originals[n]) // 2] for n in lengths]
         ax.plot(
             lengths, median, color="black", linewidth=2.5, linestyle="--", label="original (median over jobs)"
         )

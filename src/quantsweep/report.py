@@ -21,7 +21,14 @@ from hydra.experimental.callback import Callback
 
 from quantsweep.config import flatten
 from quantsweep.plots import plot_latency, plot_pareto
-from quantsweep.results import ERROR_FILE, RESULTS_FILE, SENSITIVITY_PLOT, atomic_write_text, window_spread
+from quantsweep.results import (
+    ERROR_FILE,
+    RESULTS_FILE,
+    SENSITIVITY_PLOT,
+    EvaluationResult,
+    atomic_write_text,
+    window_spread,
+)
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +173,9 @@ def render_card(sweep: Sweep) -> str:
         "cpu": env.get("cpu_model"),
         "physical_cores": env.get("physical_cores"),
         "intra_op_threads": timing.get("intra_op_threads"),
-        "supported_instructions": quantization.get("instruction_set"),
+        # what the CPU has, and optimum's quantizer preset: two different things, named apart
+        "cpu_int8_instruction_sets": env.get("int8_instruction_sets"),
+        "quantization_preset": quantization.get("instruction_set"),
     }
     limit = sweep.fixed.get("dataset.max_eval_samples")
     samples = first.get("original", {}).get("num_samples")
@@ -207,27 +216,22 @@ def render_card(sweep: Sweep) -> str:
         rows.append(row)
     header = keys + [f"{m} ({side})" for m in METRICS for side in ("original", "optimized")]
     out += [_table(header, rows), ""]
+    out += _truncation_lines(sweep)
 
     out += ["## Time metrics", ""]
     if first:
-        out += [
-            f"Time benchmarks were run for {timing['duration_s']:g} seconds per model and shape, original and "
-            f"optimized taking turns in {timing['windows']} alternating windows in the same process "
-            f"({timing['intra_op_threads']} intra-op threads). Latency is the mean time of one forward pass in "
-            "milliseconds; throughput is in samples (sequences) per second, i.e. forward passes per second times "
-            "the batch size. Speed-up is original latency / optimized latency over the whole measurement; per "
-            "window gives the lowest, median and highest of the same ratio across the windows.",
-            "",
-        ]
-        for shape_index, shape in enumerate(timing["shapes"]):
+        out += [*_timing_settings(sweep), ""]
+        for batch_size, input_length in _shapes(sweep):
             out += [
-                f"Below, time metrics for batch size = {shape['batch_size']}, input length = {shape['input_length']}.",
+                f"Below, time metrics for batch size = {batch_size}, input length = {input_length}.",
                 "",
             ]
             rows = []
             for job in sweep.finished:
                 assert job.results is not None
-                s = job.results["timing"]["shapes"][shape_index]
+                s = _shape_of(job.results, batch_size, input_length)
+                if s is None:  # a sweep over benchmark.* times different shapes per job
+                    continue
                 rows.append(
                     [_code(v) for v in sweep.label(job)]
                     + [
@@ -304,6 +308,81 @@ def render_card(sweep: Sweep) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def _shapes(sweep: Sweep) -> list[tuple[int, int]]:
+    """Every (batch size, input length) any finished job timed, in order."""
+    found = {
+        (shape["batch_size"], shape["input_length"])
+        for job in sweep.finished
+        for shape in (job.results or {})["timing"]["shapes"]
+    }
+    return sorted(found)
+
+
+def _shape_of(results: dict[str, Any], batch_size: int, input_length: int) -> dict[str, Any] | None:
+    """A job's timing at one shape, found by the shape itself (never by position)."""
+    return next(
+        (
+            shape
+            for shape in results["timing"]["shapes"]
+            if (shape["batch_size"], shape["input_length"]) == (batch_size, input_length)
+        ),
+        None,
+    )
+
+
+def _timing_settings(sweep: Sweep) -> list[str]:
+    """How the timings were taken; when jobs differ in it, each job's settings are listed."""
+    settings = {
+        job.name: (t["duration_s"], t["windows"], t["intra_op_threads"])
+        for job in sweep.finished
+        for t in [(job.results or {})["timing"]]
+    }
+    common = set(settings.values())
+    explain = (
+        "Latency is the mean time of one forward pass in milliseconds; throughput is in samples (sequences) "
+        "per second, i.e. forward passes per second times the batch size. Speed-up is original latency / "
+        "optimized latency over the whole measurement; per window gives the lowest, median and highest of the "
+        "same ratio across the windows."
+    )
+    if len(common) == 1:
+        duration, windows, threads = common.pop()
+        return [
+            f"Time benchmarks were run for {duration:g} seconds per model and shape, original and optimized "
+            f"taking turns in {windows} alternating windows in the same process ({threads} intra-op threads). "
+            + explain
+        ]
+    return [
+        "Time benchmarks took turns between original and optimized in alternating windows in the same process, "
+        "with settings that differ between jobs: " + explain,
+        "",
+        *(
+            f"* `{name}`: {duration:g} s per model and shape, {windows} windows, {threads} intra-op threads"
+            for name, (duration, windows, threads) in settings.items()
+        ),
+    ]
+
+
+def _truncation_lines(sweep: Sweep) -> list[str]:
+    """Words cut off at the model's maximum length count as misses: say how many, per job when they differ."""
+    notes: dict[str, list[str]] = {}
+    for job in sweep.finished:
+        assert job.results is not None
+        evaluation = EvaluationResult.from_dict(job.results["original"])
+        if evaluation.num_truncated:
+            note = evaluation.truncation_note(job.results.get("dataset", {}).get("eval_max_length"))
+            notes.setdefault(note, []).append(job.name)
+    if not notes:
+        return []
+    if len(notes) == 1 and len(next(iter(notes.values()))) == len(sweep.finished):
+        return [f"Truncation: {next(iter(notes))}", ""]
+    return [
+        "Truncation:",
+        "",
+        *(f"* {', '.join(f'`{n}`' for n in names)}: {note}" for note, names in notes.items()),
+        "",
+    ]
 
 
 # ranking rows shown per searched job; the full ranking is in its results.json
@@ -525,10 +604,35 @@ class ReportCallback(Callback):
     so from the first failure on, the plots and the MLflow copy are rebuilt after every
     job too: the last job always leaves a complete report. Without failures they are
     built once, at the end (plotting costs about 1.5 s, a notable share of a short job).
+
+    It also checks an http(s) MLflow tracking server once at the start of a run or sweep
+    (:func:`quantsweep.tracking.check_tracking_server`): a server that is down is announced
+    once and skipped by every job, and the end of the sweep names ``quantsweep-log``.
+    Whatever goes wrong here is logged as a warning naming what was lost, never raised:
+    a report problem must not hide the sweep's own outcome.
     """
 
     def __init__(self) -> None:
         self._failed = False
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        settings = self._mlflow(config)
+        if settings is not None:
+            from quantsweep.tracking import check_tracking_server
+
+            # resolving hydra.sweep.dir here fixes its ${now:} for the launcher (Hydra caches it)
+            check_tracking_server(settings, Path(config.hydra.sweep.dir), sweep=True)
+
+    def on_job_start(self, config: Any, **kwargs: Any) -> None:
+        from hydra.types import RunMode
+
+        settings = self._mlflow(config)
+        # a sweep's jobs go by the verdict of on_multirun_start; a single run checks here,
+        # once its folder and log exist
+        if settings is not None and config.hydra.mode == RunMode.RUN:
+            from quantsweep.tracking import check_tracking_server
+
+            check_tracking_server(settings, Path(config.hydra.runtime.output_dir), sweep=False)
 
     def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
         from hydra.core.utils import JobStatus
@@ -543,29 +647,77 @@ class ReportCallback(Callback):
         files = self._build(config, complete=True)
         if files is not None:
             print(f"Sweep report: {files.card}")
+        settings = self._mlflow(config)
+        if settings is not None:
+            from quantsweep.tracking import known_verdict, redact_uri, tracking_uri
+
+            uri, sweep_dir = tracking_uri(settings), Path(config.hydra.sweep.dir)
+            if known_verdict(uri, sweep_dir) is not None:
+                log.warning(
+                    "The MLflow tracking server %s was unreachable, so this sweep is not (fully) in MLflow. "
+                    "Once it is up, log it with: quantsweep-log %s (jobs already logged are not logged twice)",
+                    redact_uri(uri),
+                    sweep_dir,
+                )
+
+    @staticmethod
+    def _mlflow(config: Any) -> Any:
+        """The sweep's MLflow settings (a MlflowConfig), or None when MLflow is off."""
+        mlflow_settings = config.get("mlflow")
+        if mlflow_settings is None or not mlflow_settings.get("enabled", False):
+            return None
+        from quantsweep.config import MlflowConfig
+
+        return MlflowConfig(
+            enabled=True,
+            tracking_uri=mlflow_settings.get("tracking_uri"),
+            experiment_name=mlflow_settings.get("experiment_name"),
+        )
 
     @staticmethod
     def _build(config: Any, complete: bool) -> ReportFiles | None:
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
             files = build_report(sweep_dir, plots=complete)
-        except Exception as error:  # a report problem must not hide the sweep's own outcome
-            log.error("Could not build the sweep report for %s: %s", sweep_dir, error)
-            return None
-        mlflow_settings = config.get("mlflow")
-        if complete and mlflow_settings is not None and mlflow_settings.get("enabled", False):
-            from quantsweep.config import MlflowConfig
-            from quantsweep.tracking import log_report
+        except Exception as error:
+            failure: Exception = error
+            fallback: ReportFiles | None = None
+            if complete:  # the plots may be what failed (a backend, a font): keep the card and CSV
+                try:
+                    fallback = build_report(sweep_dir, plots=False)
+                except Exception as again:  # the card itself fails: that is the error to show
+                    failure = again
+            log.warning(
+                "Could not write the sweep report for %s (%s: %s): %s. Run `quantsweep-report %s` to see "
+                "the whole error.",
+                sweep_dir,
+                type(failure).__name__,
+                failure,
+                f"its plots ({PARETO_PLOT}, {LATENCY_PLOT}) were not drawn"
+                if fallback is not None
+                else f"its card ({CARD_FILE}) and {CSV_FILE} were not updated",
+                sweep_dir,
+            )
+            if fallback is None:
+                return None
+            files = fallback
+        settings = ReportCallback._mlflow(config)
+        if complete and settings is not None:
+            from quantsweep.tracking import known_verdict, log_report, redact_uri, tracking_uri
 
+            if known_verdict(tracking_uri(settings), sweep_dir) is not None:
+                return files  # the server is down: the end of the sweep names quantsweep-log
             try:
-                settings = MlflowConfig(
-                    enabled=True,
-                    tracking_uri=mlflow_settings.get("tracking_uri"),
-                    experiment_name=mlflow_settings.get("experiment_name"),
-                )
                 log_report(sweep_dir, settings, [files.card, files.csv, *files.plots])
             except Exception as error:
-                log.warning("Could not log the sweep report to MLflow: %s", error)
+                log.warning(
+                    "Could not attach the sweep report to its MLflow parent run (%s: %s): MLflow lacks "
+                    "%s; `quantsweep-log %s` attaches it later.",
+                    type(error).__name__,
+                    redact_uri(str(error)),
+                    ", ".join(path.name for path in (files.card, files.csv, *files.plots)),
+                    sweep_dir,
+                )
         return files
 
 

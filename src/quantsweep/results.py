@@ -78,6 +78,14 @@ class EvaluationResult:
         values["per_entity"] = {k: EntityScores(**v) for k, v in data["per_entity"].items()}
         return cls(**values)
 
+    def truncation_note(self, max_length: int | None) -> str:
+        """How many sentences and words the model's maximum length cut off, for the console and the card."""
+        limit = f"{max_length} tokens" if max_length else "the model's maximum length"
+        return (
+            f"{self.num_truncated} of {self.num_samples} evaluation sentences are longer than {limit}: "
+            f"{self.truncated_words} words past the cut score as 'O' (a miss wherever their tag is not 'O')."
+        )
+
 
 @dataclass
 class LatencyStats:
@@ -181,8 +189,14 @@ class Environment:
     platform: str
     python: str
     packages: dict[str, str]
+    # the commit of the checkout whose tracked files ran; None for an installed wheel
     git_commit: str | None
     hostname: str
+    # what the CPU supports of the instruction sets that decide int8 speed (AVX2, AVX512-VNNI, ...)
+    int8_instruction_sets: list[str] = field(default_factory=list)
+    # a hash of the quantsweep modules that ran, and where pip installed them from (PEP 610)
+    code_sha256: str | None = None
+    installed_from: str | None = None
 
 
 @dataclass
