@@ -69,13 +69,20 @@ def finished(job_dir: Path) -> bool:
 
 
 def run_job(
-    cfg: RunConfig, job_dir: Path, config_dict: dict[str, Any], choices: dict[str, str]
+    cfg: RunConfig,
+    job_dir: Path,
+    config_dict: dict[str, Any],
+    choices: dict[str, str],
+    reproduces: str | None = None,
 ) -> JobOutcome:
-    """Run the job into ``job_dir`` unless it already finished there (and ``force`` is off)."""
+    """Run the job into ``job_dir`` unless it already finished there (and ``force`` is off).
+
+    ``reproduces`` names the job folder or MLflow run this job reruns (quantsweep-reproduce).
+    """
     if finished(job_dir) and not cfg.force:
         log.info("Skipping %s: %s exists (force=true reruns it).", job_dir, RESULTS_FILE)
         return JobOutcome(results=read_results(job_dir), skipped=True)
-    results = execute(cfg, job_dir, config_dict, choices)
+    results = replace(execute(cfg, job_dir, config_dict, choices), reproduces=reproduces)
     path = results.write(job_dir)
     log.info("Wrote %s", path)
     print(summary_table(results))

@@ -289,6 +289,8 @@ class JobResults:
     cache: dict[str, dict[str, Any]] = field(default_factory=dict)
     # exclusion=auto only: how the nodes kept in fp32 were chosen
     exclusion_search: ExclusionSearchResult | None = None
+    # quantsweep-reproduce only: the job folder or MLflow run id this job reran
+    reproduces: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+import tempfile
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,13 +66,17 @@ def source_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
-def build_bundle(out: Path, root: Path | None = None) -> Bundle:
-    """The wheel and constraints in ``out``; the wheel is built once per state of the sources."""
+def build_bundle(out: Path, root: Path | None = None, cache_dir: Path | None = None) -> Bundle:
+    """The wheel and constraints in ``out``; the wheel is built once per state of the sources.
+
+    Built wheels are kept in quantsweep's own cache (the sweep's ``cache_dir``; None: not
+    kept), never in the source checkout, which the build leaves untouched.
+    """
     from quantsweep.cache import ArtifactCache
 
     root = root or project_root()
     out.mkdir(parents=True, exist_ok=True)
-    cache = ArtifactCache(root / "outputs" / "cache")
+    cache = ArtifactCache(cache_dir)
     with cache.obtain(
         "bundle", {"sources": source_digest(root)}, lambda folder: _build_wheel(root, folder), out
     ) as (
@@ -95,7 +100,27 @@ def build_bundle(out: Path, root: Path | None = None) -> Bundle:
     return Bundle(folder=out, wheel=wheels[0], digest=digest.hexdigest()[:20])
 
 
+# what the wheel is built from (pyproject.toml's readme names README.md)
+_BUILD_INPUTS = ("pyproject.toml", "README.md", "src", "conf", "launchers")
+
+
 def _build_wheel(root: Path, out: Path) -> None:
+    """``pip wheel`` on a copy of the sources: setuptools writes build/ and *.egg-info where it builds."""
+    with tempfile.TemporaryDirectory(prefix="quantsweep-wheel-") as scratch:
+        copy = Path(scratch) / "quantsweep"
+        copy.mkdir()
+        for name in _BUILD_INPUTS:
+            source = root / name
+            if source.is_dir():
+                shutil.copytree(
+                    source, copy / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+                )
+            elif source.is_file():
+                shutil.copyfile(source, copy / name)
+        _pip_wheel(copy, out)
+
+
+def _pip_wheel(root: Path, out: Path) -> None:
     result = subprocess.run(
         [
             sys.executable,

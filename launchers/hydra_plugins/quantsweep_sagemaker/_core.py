@@ -312,6 +312,13 @@ def _last_log_lines(session: Any, name: str, count: int = 20) -> list[str]:
         return [f"(no CloudWatch logs: {type(error).__name__}: {error})"]
 
 
+def _cache_dir(config: DictConfig) -> Path | None:
+    """quantsweep's cache (``cache_dir``, unless ``cache=false``), where built bundles are kept too."""
+    if not config.get("cache", True) or not config.get("cache_dir"):
+        return None
+    return Path(str(config.cache_dir))
+
+
 def _run_remotely(
     launcher: SageMakerLauncher, planned: list[PlannedJob], region: str, prefix: str, log_locally: bool
 ) -> list[JobReturn]:
@@ -328,7 +335,9 @@ def _run_remotely(
     s3 = session.client("s3")
     with tempfile.TemporaryDirectory(prefix="quantsweep-sagemaker-") as tmp:
         bundle = build_bundle(
-            Path(tmp) / "bundle", Path(settings.project_dir) if settings.project_dir else None
+            Path(tmp) / "bundle",
+            Path(settings.project_dir) if settings.project_dir else None,
+            _cache_dir(launcher.config),
         )
         bundle_uri = f"{prefix}/bundle"
         _upload_folder(s3, bundle.folder, bundle_uri)
