@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 RESULTS_FILE = "results.json"
 # written instead of results.json when a job fails: "<ExceptionType>: <message>"
 ERROR_FILE = "error.txt"
