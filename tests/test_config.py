@@ -22,7 +22,11 @@ def test_defaults_reproduce_the_seed_cards_fixed_parameters():
     cfg = to_run_config(composed())
     assert cfg.task == "token-classification"
     assert cfg.model_name_or_path == "elastic/distilbert-base-uncased-finetuned-conll03-english"
-    assert cfg.dataset.path == "conll2003"
+    assert (cfg.dataset.path, cfg.dataset.name, cfg.dataset.revision) == (
+        "eriktks/conll2003",
+        "conll2003",
+        "refs/convert/parquet",
+    )
     assert cfg.dataset.eval_split == "validation"
     assert cfg.dataset.data_keys == {"primary": "tokens"}
     assert cfg.dataset.ref_keys == ["ner_tags"]

@@ -1,14 +1,23 @@
-"""Loading tagged sentences from every supported source, and the offline Hub error."""
+"""Loading tagged sentences from every supported source, the offline Hub error, and one file per split."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from quantsweep import testing as tiny
-from quantsweep.config import DatasetConfig
-from quantsweep.data import DataError, load_split, read_conll, sample_rows
+from quantsweep.config import ConfigError, DatasetConfig, RunConfig
+from quantsweep.data import DataError, TaggedSentences, load_split, read_conll, sample_rows
+
+
+@pytest.fixture(autouse=True)
+def datasets_cache_in_tmp(tmp_path, monkeypatch):
+    """datasets writes the Arrow copies of what it loads here, not into the user's cache."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
 
 
 def test_conll_columns_and_docstart(conll_dir):
@@ -91,8 +100,163 @@ def test_integer_tags_without_names_use_label_names_or_the_conll_order(tmp_path)
 def test_conll_files_load_through_datasets_builder_when_available(conll_dir):
     from importlib.util import find_spec
 
-    data = load_split(DatasetConfig(path=str(conll_dir / "train.txt")), "train")
+    data = load_split(DatasetConfig(path=str(conll_dir / "train.txt"), eval_split="train"), "train")
     ours = read_conll(conll_dir / "train.txt")
     assert data.tokens == ours["tokens"] and data.tags == ours["ner_tags"]
     if find_spec("datasets.packaged_modules.conll") is not None:
         assert "datasets conll builder" in data.source
+
+
+# ---------------------------------------------------------------- one source per split
+
+
+def conll_files(folder: Path) -> Path:
+    """train.conll and dev.conll: names no split convention would find."""
+    tiny.write_conll(folder / "train.conll", tiny.sentences(40, seed=1))
+    tiny.write_conll(folder / "dev.conll", tiny.sentences(24, seed=2))
+    return folder
+
+
+SPLIT_FILES = {"train": "train.conll", "validation": "dev.conll"}
+
+
+def test_data_files_name_one_file_per_split(tmp_path):
+    folder = conll_files(tmp_path / "data")
+    cfg = DatasetConfig(path=str(folder), data_files=SPLIT_FILES)
+    train, validation = load_split(cfg, "train"), load_split(cfg, "validation")
+    assert train.tokens == [t for t, _ in tiny.sentences(40, seed=1)]
+    assert validation.tokens == [t for t, _ in tiny.sentences(24, seed=2)]
+    assert train.source.startswith(str(folder / "train.conll"))
+    with pytest.raises(
+        ConfigError, match=r"`exclusion.holdout_split` is 'test'.*names files for train, validation"
+    ):
+        load_split(cfg, "test")
+
+
+@pytest.mark.parametrize(
+    ("files", "key", "fragment"),
+    [
+        ({"train": "all.conll", "validation": "./all.conll"}, "dataset.data_files", "all name 'all.conll'"),
+        ({"train": "train.conll"}, "dataset.eval_split", "names files for train only"),
+        ({"train": "/data/train.conll", "validation": "dev.conll"}, "dataset.data_files", "not inside"),
+        ({"train": "../train.conll", "validation": "dev.conll"}, "dataset.data_files", "not inside"),
+        ({"train": "train.conll", "validation": " "}, "dataset.data_files", "must be a non-empty string"),
+        ({}, "dataset.data_files", "name one file per split"),
+        ("train.conll", "dataset.data_files", "name one file per split"),
+    ],
+)
+def test_data_files_are_checked_with_the_config(files, key, fragment):
+    with pytest.raises(ConfigError, match=rf"`{key}` is .*{fragment}"):
+        DatasetConfig(path="data", data_files=files)
+
+
+def test_data_files_need_a_local_folder(tmp_path):
+    folder = conll_files(tmp_path / "data")
+    with pytest.raises(DataError, match="must then be a folder"):
+        load_split(DatasetConfig(path=str(folder / "dev.conll"), data_files=SPLIT_FILES), "validation")
+    with pytest.raises(DataError, match="must then be a local folder; 'eriktks/conll2003' is not one"):
+        load_split(DatasetConfig(data_files=SPLIT_FILES), "validation")
+
+
+def single_sources(tmp_path: Path) -> dict[str, Path]:
+    """Each kind of local source that has no splits: one file, or one saved Dataset."""
+    import datasets
+
+    rows = tiny.sentences(12, seed=5)
+    (tmp_path / "one.jsonl").write_text(
+        "".join(json.dumps({"tokens": t, "ner_tags": g}) + "\n" for t, g in rows)
+    )
+    datasets.Dataset.from_dict(
+        {"tokens": [t for t, _ in rows], "ner_tags": [g for _, g in rows]}
+    ).save_to_disk(str(tmp_path / "saved-one"))
+    return {
+        "conll": tiny.write_conll(tmp_path / "one.conll", rows),
+        "jsonl": tmp_path / "one.jsonl",
+        "parquet": tiny.write_conll2003_parquet(tmp_path / "one.parquet", rows),
+        "saved Dataset": tmp_path / "saved-one",
+    }
+
+
+def test_a_single_source_serves_the_evaluation_split_only(tmp_path):
+    for kind, source in single_sources(tmp_path).items():
+        cfg = DatasetConfig(path=str(source))
+        assert len(load_split(cfg, "validation")) == 12, kind
+        for split, key in (("train", "dataset.calibration_split"), ("test", "exclusion.holdout_split")):
+            with pytest.raises(ConfigError) as error:
+                load_split(cfg, split)
+            message = str(error.value)
+            assert f"`dataset.eval_split` (validation), `{key}` ({split})" in message, kind
+            assert "`dataset.data_files`" in message and "dataset.path=" in message
+
+
+def test_a_saved_dataset_dict_still_serves_its_splits(tmp_path):
+    import datasets
+
+    rows = tiny.sentences(6, seed=5)
+    part = datasets.Dataset.from_dict({"tokens": [t for t, _ in rows], "ner_tags": [g for _, g in rows]})
+    datasets.DatasetDict({"train": part, "validation": part}).save_to_disk(str(tmp_path / "saved"))
+    assert len(load_split(DatasetConfig(path=str(tmp_path / "saved")), "train")) == 6
+
+
+FAST = [
+    "quantization=static",
+    "calibration.num_calibration_samples=16",
+    "benchmark.duration=0.04",
+    "benchmark.batch_sizes=[1]",
+    "benchmark.input_lengths=[8]",
+    "benchmark.warmup=1",
+    "benchmark.windows=1",
+    "benchmark.threads=1",
+    "mlflow.enabled=false",
+]
+
+
+def test_quantsweep_refuses_a_single_file_for_calibration(tmp_path, distilbert_dir):
+    tiny.write_conll(tmp_path / "all.conll", tiny.sentences(40, seed=1))
+    job = tmp_path / "job"
+    result = tiny.run_module(
+        "quantsweep.cli",
+        f"model_name_or_path={distilbert_dir}",
+        f"dataset.path={tmp_path / 'all.conll'}",
+        *FAST,
+        f"cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={job}",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    message = result.stderr.split("quantsweep: ", 1)[1]
+    assert "`dataset.path` is" in message and "a single file without splits" in message
+    assert "`dataset.calibration_split` (train)" in message and "dataset.data_files={train:" in message
+    assert not (job / "results.json").exists() and not (job / "model.onnx").exists()
+
+
+@pytest.mark.slow
+def test_quantsweep_calibrates_on_the_train_file_never_on_the_evaluation_rows(tmp_path, distilbert_dir):
+    folder = conll_files(tmp_path / "data")
+    job = tmp_path / "job"
+    tiny.run_module(
+        "quantsweep.cli",
+        f"model_name_or_path={distilbert_dir}",
+        f"dataset.path={folder}",
+        "dataset.data_files={train: train.conll, validation: dev.conll}",
+        *FAST,
+        f"cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={job}",
+        cwd=tmp_path,
+    )
+    recorded = json.loads((job / "results.json").read_text())["dataset"]
+
+    def rows_of(file: str, split: str) -> TaggedSentences:
+        columns = read_conll(folder / file)
+        return TaggedSentences(columns["tokens"], columns["ner_tags"], tiny.LABELS, file, split)
+
+    evaluation = rows_of("dev.conll", "validation")
+    # the job draws its calibration rows from the train file by a shuffle seeded with `seed`
+    calibration = sample_rows(rows_of("train.conll", "train"), 16, seed=RunConfig().seed)
+    assert recorded["eval_fingerprint"] == evaluation.fingerprint
+    assert recorded["calibration_fingerprint"] == calibration.fingerprint
+    assert recorded["calibration_samples"] == 16
+    # and not one calibration sentence is an evaluation sentence
+    assert not {tuple(t) for t in calibration.tokens} & {tuple(t) for t in evaluation.tokens}

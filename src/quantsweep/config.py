@@ -11,8 +11,11 @@ dataset or runtime is touched.
 
 from __future__ import annotations
 
+import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 # ONNX op types the ONNX Runtime quantizer knows in at least one of its modes (integer
@@ -258,15 +261,39 @@ class CalibrationConfig:
             raise _fail("calibration.batch_size", self.batch_size, "it must be a positive integer.")
 
 
+# Where the Hub keeps CoNLL-2003 in a form datasets >= 4 can read: the repository
+# `conll2003` now points to holds a loading script, which datasets refuses, and the Hub's
+# Parquet conversion of it lives on the revision below, one folder of Parquet files per
+# config and split (conll2003/train/0000.parquet, ...). Those files carry the ClassLabel
+# tag names in their schema, so the tags keep their CoNLL-2003 names.
+PARQUET_CONVERSION_REVISION = "refs/convert/parquet"
+
+
 @dataclass
 class DatasetConfig:
-    """Where the evaluation and calibration sentences come from."""
+    """Where the evaluation and calibration sentences come from.
 
-    # A Hub id, a folder written by datasets' save_to_disk, a CoNLL-2003 column text
-    # file, a JSON lines or Parquet file, or a folder of such files named by split.
-    path: str = "conll2003"
-    name: str | None = None
-    revision: str | None = None
+    One source serves each split by name: a Hub dataset's split, a ``save_to_disk``
+    DatasetDict's split, ``<split>.<ext>`` in a local folder, or the file named for the
+    split in ``data_files``. A single local file (or one saved Dataset) has no splits, so it
+    may serve one split only: :meth:`check_split_sources` refuses it as a second split,
+    where calibration or exclusion=auto's held-out rows would silently be drawn from the
+    evaluation rows.
+    """
+
+    # A Hub id; a local folder (a save_to_disk folder, <split>.txt/.conll/.jsonl/.parquet
+    # files, the Hub's Parquet-conversion layout <config>/<split>/*.parquet, or the folder
+    # `data_files` is relative to); or a single CoNLL-2003 text, JSON lines or Parquet file.
+    path: str = "eriktks/conll2003"
+    # the dataset config: for a Parquet conversion, the folder that holds its split folders
+    name: str | None = "conll2003"
+    # a branch, tag or commit of a Hub dataset; a commit pins the data
+    revision: str | None = PARQUET_CONVERSION_REVISION
+    # one file per split (a mapping split -> file name), relative to the local folder `path`,
+    # e.g. {train: train.conll, validation: dev.conll}; null: files named by split (or the
+    # splits of a Hub dataset). Typed Any because Hydra can neither merge a mapping into a
+    # null Dict node nor add keys to an empty one; __post_init__ checks the type.
+    data_files: Any = None
     eval_split: str = "validation"
     data_keys: dict[str, str] = field(default_factory=lambda: {"primary": "tokens"})
     ref_keys: list[str] = field(default_factory=lambda: ["ner_tags"])
@@ -281,6 +308,8 @@ class DatasetConfig:
             raise _fail(
                 "dataset.path", self.path, "give a Hub id, a save_to_disk folder or a local data file."
             )
+        if self.data_files is not None:
+            self._check_data_files()
         if set(self.data_keys) != {"primary"}:
             raise _fail(
                 "dataset.data_keys",
@@ -301,6 +330,109 @@ class DatasetConfig:
                 self.max_eval_samples,
                 "use null for the whole split or a positive integer.",
             )
+
+    def _check_data_files(self) -> None:
+        example = "e.g. dataset.data_files={train: train.conll, validation: dev.conll}"
+        files = self.data_files
+        if not isinstance(files, Mapping) or not files:
+            raise _fail("dataset.data_files", files, f"name one file per split, {example}, or use null.")
+        for split, name in files.items():
+            if (
+                not isinstance(split, str)
+                or not isinstance(name, str)
+                or not split.strip()
+                or not name.strip()
+            ):
+                raise _fail(
+                    "dataset.data_files",
+                    dict(files),
+                    f"every split and file name must be a non-empty string, {example}.",
+                )
+            relative = PurePosixPath(name.replace("\\", "/"))
+            if relative.is_absolute() or ".." in relative.parts:
+                raise _fail(
+                    "dataset.data_files",
+                    dict(files),
+                    f"{name!r} is not inside `dataset.path`; the files are named relative to that folder "
+                    f"(so that a launcher that ships `dataset.path` ships them too), {example}.",
+                )
+        by_file: dict[str, list[str]] = {}
+        for split, name in files.items():
+            by_file.setdefault(posixpath.normpath(name.replace("\\", "/")), []).append(split)
+        shared = {name: splits for name, splits in by_file.items() if len(splits) > 1}
+        if shared:
+            name, splits = next(iter(shared.items()))
+            raise _fail(
+                "dataset.data_files",
+                dict(files),
+                f"the splits {', '.join(splits)} all name {name!r}; each split needs its own file, or the rows "
+                "that calibrate the model (or that exclusion=auto judges) would be the rows it is evaluated on.",
+            )
+        if self.eval_split not in files:
+            raise _fail(
+                "dataset.eval_split",
+                self.eval_split,
+                f"`dataset.data_files` names files for {', '.join(sorted(files))} only; add the evaluation "
+                f"split, {example}.",
+            )
+
+    @property
+    def split_files(self) -> dict[str, str]:
+        """``data_files`` as checked: split -> file name inside ``path``; empty when not given."""
+        return dict(self.data_files or {})
+
+    @property
+    def single_source(self) -> Path | None:
+        """The local file, or folder holding one saved Dataset, that ``path`` names, if it is one.
+
+        Such a source has no splits: any split asked of it returns the same rows.
+        """
+        if self.split_files:
+            return None
+        local = Path(self.path).expanduser()
+        if local.is_file():
+            return local
+        # datasets' save_to_disk writes state.json for one Dataset, dataset_dict.json for splits
+        if (
+            local.is_dir()
+            and (local / "state.json").is_file()
+            and not (local / "dataset_dict.json").is_file()
+        ):
+            return local
+        return None
+
+    def check_split_sources(self, splits: Mapping[str, str | None]) -> None:
+        """Refuse splits this config cannot serve apart; ``splits`` maps config keys to split names.
+
+        A key whose split is None is not used by the run (e.g. calibration under dynamic
+        quantization).
+        """
+        used = {key: split for key, split in splits.items() if split}
+        files = self.split_files
+        if files:
+            for key, split in used.items():
+                if split not in files:
+                    raise _fail(
+                        key,
+                        split,
+                        f"`dataset.data_files` names files for {', '.join(sorted(files))} only; add a "
+                        f"file for {split!r}, or name one of those splits.",
+                    )
+            return
+        single = self.single_source
+        if single is None or len(set(used.values())) < 2:
+            return
+        roles = ", ".join(f"`{key}` ({split})" for key, split in used.items())
+        raise ConfigError(
+            f"Invalid configuration: `dataset.path` is {self.path!r}, a single "
+            f"{'file' if single.is_file() else 'saved Dataset'} without splits, and this run reads it as "
+            f"{roles}: every split would get the same rows, so the rows that calibrate the model (or that "
+            "exclusion=auto judges) would be the rows it is evaluated on. Give each split its own file: point "
+            "`dataset.path` at a folder and name the files in `dataset.data_files`, e.g. dataset.path=./conll "
+            "dataset.data_files={train: train.conll, validation: dev.conll}, or use a folder holding "
+            "<split>.txt / <split>.jsonl / <split>.parquet files. A single file can serve the evaluation "
+            "split alone (quantization=dynamic)."
+        )
 
     @property
     def tokens_column(self) -> str:
@@ -451,6 +583,14 @@ class RunConfig:
                     "a job reports would no longer test the set it chose; use null (rows of the calibration split "
                     "that calibration does not use) or another split.",
                 )
+        # one local file serves one split: refuse it as a second one before any work
+        self.dataset.check_split_sources(
+            {
+                "dataset.eval_split": self.dataset.eval_split,
+                "dataset.calibration_split": self.dataset.calibration_split if self.is_static else None,
+                "exclusion.holdout_split": self.exclusion.holdout_split if self.exclusion.auto else None,
+            }
+        )
         if self.eval_batch_size <= 0:
             raise _fail("eval_batch_size", self.eval_batch_size, "it must be a positive integer.")
         if self.framework_args.opset is not None:

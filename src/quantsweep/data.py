@@ -1,8 +1,14 @@
 """Tagged sentences in, model inputs out.
 
-Loads one split of a token-classification dataset (Hub id, ``save_to_disk`` folder,
-CoNLL-2003 column text, JSON lines or Parquet), resolves tag names, and tokenizes word
-lists into model inputs that remember which word each sub-token came from.
+Loads one split of a token-classification dataset, resolves tag names, and tokenizes
+word lists into model inputs that remember which word each sub-token came from.
+
+The sources, each serving a split by its name: a Hub dataset (its Parquet conversion on
+``refs/convert/parquet``, fetched through huggingface_hub's cache so that an offline run
+finds it, else datasets' own loader); a local folder (``save_to_disk``, ``<split>.txt``,
+``.jsonl`` or ``.parquet`` files, the conversion's ``<config>/<split>/*.parquet`` layout,
+or the files named per split in ``dataset.data_files``); or a single CoNLL-2003 text, JSON
+lines or Parquet file, which has no splits and so serves the evaluation split only.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from quantsweep.config import DatasetConfig
+from quantsweep.config import PARQUET_CONVERSION_REVISION, DatasetConfig
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -29,6 +35,8 @@ JSON_SUFFIXES = (".json", ".jsonl")
 # The tag order of the Hub's conll2003, used for integer tags that carry no names.
 CONLL2003_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
 PARQUET_SUFFIXES = (".parquet",)
+# How datasets >= 4 refuses a dataset that only a loading script can build.
+SCRIPT_REFUSAL = "Dataset scripts are no longer supported"
 
 
 class DataError(RuntimeError):
@@ -132,54 +140,225 @@ def _is_saved_dataset(folder: Path) -> bool:
     return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
 
 
-def _load_rows(cfg: DatasetConfig, split: str) -> tuple[Any, str]:
-    """Return (columns or a datasets.Dataset, a description of the source)."""
-    path = Path(cfg.path).expanduser()
-    if path.exists():
-        if path.is_dir() and _is_saved_dataset(path):
-            from datasets import DatasetDict, load_from_disk
+def _script_name(path: str) -> str:
+    """The loading script datasets looks for in a dataset named ``path``: its last component + .py."""
+    name = path.replace("\\", "/").rstrip("/").split("/")[-1]
+    return name if name.endswith(".py") else f"{name}.py"
 
-            saved = load_from_disk(str(path))
-            if isinstance(saved, DatasetDict):
-                if split not in saved:
-                    raise DataError(
-                        f"`dataset.path` {cfg.path!r} holds the splits {sorted(saved)}; split {split!r} is not one of them."
-                    )
-                return saved[split], f"{path} (save_to_disk)"
-            return saved, f"{path} (save_to_disk)"
-        file = _local_split_file(path, split) if path.is_dir() else path
-        if file is None:
-            raise DataError(
-                f"`dataset.path` {cfg.path!r} is a folder without a file for split {split!r}; "
-                f"expected {split}.txt/.conll (CoNLL-2003 columns), {split}.jsonl or {split}.parquet, "
-                "or a folder written by datasets' save_to_disk."
-            )
-        if file.suffix in CONLL_SUFFIXES:
-            return _load_conll(file)
-        from datasets import load_dataset
 
-        builder = (
-            "json" if file.suffix in JSON_SUFFIXES else "parquet" if file.suffix in PARQUET_SUFFIXES else None
+def _script_refusal(cfg: DatasetConfig, script: str) -> DataError:
+    """The one paragraph for a dataset that only a loading script can build."""
+    default = DatasetConfig()
+    local = Path(cfg.path).expanduser().exists()
+    at = "" if local else f" (revision {cfg.revision or 'main'!r})"
+    repository = " (the repository, not its script)" if cfg.path.endswith(".py") else ""
+    return DataError(
+        f"`dataset.path` {cfg.path!r}{at} is a dataset defined by a loading script ({script}); datasets 4 and "
+        "later refuse loading scripts, and quantsweep does not run them. The Hugging Face Hub keeps a Parquet "
+        f"conversion of such a dataset on the revision `{PARQUET_CONVERSION_REVISION}`, one folder per config: "
+        f"set `dataset.path` to its Hub id{repository}, `dataset.revision={PARQUET_CONVERSION_REVISION}` and "
+        "`dataset.name` to the config (its folder there, often `default`)"
+        + (
+            f"; for CoNLL-2003 that is dataset.path={default.path} dataset.name={default.name} "
+            f"dataset.revision={default.revision}, quantsweep's defaults."
+            if _script_name(cfg.path) == _script_name(default.path)
+            else "."
         )
-        if builder is None:
+    )
+
+
+def _conversion_split_dirs(config_dir: Path, split: str) -> tuple[list[Path], bool]:
+    """The folders of one split in the Hub's Parquet-conversion layout, and whether it is partial.
+
+    The converter writes ``<config>/<split>/NNNN.parquet``; ``partial-<split>`` when it
+    converted only the first part of a large split, and ``<split>-partN`` folders when a
+    split has more than 10,000 files.
+    """
+    for prefix, partial in (("", False), ("partial-", True)):
+        whole = config_dir / f"{prefix}{split}"
+        parts = sorted(config_dir.glob(f"{prefix}{split}-part[0-9]*"))
+        found = [d for d in [whole, *parts] if d.is_dir() and any(d.glob("*.parquet"))]
+        if found:
+            return found, partial
+    return [], False
+
+
+def _conversion_files(
+    root: Path, cfg: DatasetConfig, split: str, where: str
+) -> tuple[list[Path], str] | None:
+    """The Parquet files of ``split`` when ``root`` holds the Hub's conversion layout, else None."""
+    configs = sorted(d.name for d in root.iterdir() if d.is_dir() and _conversion_split_dirs(d, split)[0])
+    if cfg.name is not None and cfg.name not in configs:
+        if not configs:
+            return None
+        raise DataError(
+            f"`dataset.name` is {cfg.name!r}, but {where} holds split {split!r} in the Parquet conversion layout "
+            f"<config>/{split}/*.parquet for the configs {configs} only; set `dataset.name` to one of them."
+        )
+    if cfg.name is None:
+        if not configs:
+            return None
+        if len(configs) > 1:
             raise DataError(
-                f"`dataset.path` {cfg.path!r}: cannot tell the format of {file.name}; use CoNLL text "
-                f"({', '.join(CONLL_SUFFIXES)}), JSON lines (.jsonl) or Parquet (.parquet)."
+                f"`dataset.name` is None, but {where} holds split {split!r} for the configs {configs}; "
+                "set `dataset.name` to one of them."
             )
-        return load_dataset(builder, data_files=str(file), split="train"), str(file)
+    config = cfg.name or configs[0]
+    folders, partial = _conversion_split_dirs(root / config, split)
+    files = sorted(f for folder in folders for f in folder.glob("*.parquet"))
+    if partial:
+        log.warning(
+            "%s holds only a partial Parquet conversion of split %r (the Hub converts the first part of large "
+            "splits): the rows are not the whole split.",
+            where,
+            split,
+        )
+    return files, config + (" (partial conversion)" if partial else "")
+
+
+def _read_files(builder: str, files: Sequence[Path]) -> Any:
+    from datasets import load_dataset
+
+    return load_dataset(builder, data_files=[str(f) for f in files], split="train")
+
+
+def _read_file(cfg: DatasetConfig, file: Path, key: str) -> tuple[Any, str]:
+    """One local data file, by its suffix."""
+    if not file.is_file():
+        raise DataError(f"`{key}` names {str(file)!r}, which is not a file.")
+    if file.suffix in CONLL_SUFFIXES:
+        return _load_conll(file)
+    if file.suffix == ".py":
+        raise _script_refusal(cfg, file.name)
+    builder = (
+        "json" if file.suffix in JSON_SUFFIXES else "parquet" if file.suffix in PARQUET_SUFFIXES else None
+    )
+    if builder is None:
+        raise DataError(
+            f"`{key}` names {file.name}, whose format quantsweep cannot tell; use CoNLL text "
+            f"({', '.join(CONLL_SUFFIXES)}), JSON lines (.jsonl) or Parquet (.parquet)."
+        )
+    return _read_files(builder, [file]), str(file)
+
+
+def _load_local(cfg: DatasetConfig, path: Path, split: str) -> tuple[Any, str]:
+    if cfg.split_files:
+        if not path.is_dir():
+            raise DataError(
+                f"`dataset.data_files` names files inside `dataset.path`, which must then be a folder; "
+                f"{cfg.path!r} is a file. Set `dataset.path` to the folder that holds the files."
+            )
+        # the split has an entry: DatasetConfig checks the evaluation split's, load_split the others'
+        return _read_file(cfg, path / cfg.split_files[split], f"dataset.data_files.{split}")
+    if not path.is_dir():
+        return _read_file(cfg, path, "dataset.path")
+    if _is_saved_dataset(path):
+        from datasets import DatasetDict, load_from_disk
+
+        saved = load_from_disk(str(path))
+        if isinstance(saved, DatasetDict):
+            if split not in saved:
+                raise DataError(
+                    f"`dataset.path` {cfg.path!r} holds the splits {sorted(saved)}; split {split!r} is not one of them."
+                )
+            return saved[split], f"{path} (save_to_disk)"
+        return saved, f"{path} (save_to_disk)"
+    file = _local_split_file(path, split)
+    if file is not None:
+        return _read_file(cfg, file, "dataset.path")
+    converted = _conversion_files(path, cfg, split, f"`dataset.path` {cfg.path!r}")
+    if converted is not None:
+        files, config = converted
+        return _read_files("parquet", files), f"{path}/{config}"
+    if (path / _script_name(str(path.resolve()))).is_file():
+        raise _script_refusal(cfg, _script_name(str(path.resolve())))
+    raise DataError(
+        f"`dataset.path` {cfg.path!r} is a folder without a file for split {split!r}; "
+        f"expected {split}.txt/.conll (CoNLL-2003 columns), {split}.jsonl or {split}.parquet, "
+        f"<config>/{split}/*.parquet (the Hub's Parquet conversion), a folder written by datasets' save_to_disk, "
+        "or files named per split in `dataset.data_files`."
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().rstrip(".")
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def _hub_snapshot(cfg: DatasetConfig, split: str) -> tuple[Path | None, str]:
+    """The Hub repository's files this split needs, at ``dataset.revision``: (folder, why not).
+
+    huggingface_hub fetches them into its cache (HF_HUB_CACHE), or, offline, finds the
+    snapshot a ref or commit names there. datasets' own Hub loader cannot read that cache
+    offline (it gives up before looking), which is why the files are fetched here.
+    """
+    from huggingface_hub import snapshot_download
+
+    config = cfg.name or "*"
+    patterns = [
+        f"{config}/{prefix}{split}{part}/*.parquet" for prefix in ("", "partial-") for part in ("", "-part*")
+    ]
+    try:
+        folder = snapshot_download(
+            cfg.path,
+            repo_type="dataset",
+            revision=cfg.revision,
+            allow_patterns=[*patterns, _script_name(cfg.path)],
+        )
+    except Exception as error:  # not cached offline, no such repo or revision, Hub down
+        return None, _first_line(error)
+    return Path(folder), ""
+
+
+def _load_hub(cfg: DatasetConfig, split: str) -> tuple[Any, str]:
+    """A Hub dataset: its Parquet conversion layout if the revision has one, else datasets' loader."""
+    revision = cfg.revision or "main"
+    snapshot, snapshot_error = _hub_snapshot(cfg, split)
+    if snapshot is not None and snapshot.is_dir():
+        where = f"{cfg.path} at revision {revision!r}"
+        converted = _conversion_files(snapshot, cfg, split, where)
+        if converted is not None:
+            files, config = converted
+            source = f"hub:{cfg.path}/{config}@{revision} (commit {snapshot.name})"
+            return _read_files("parquet", files), source
+        if (snapshot / _script_name(cfg.path)).is_file():
+            raise _script_refusal(cfg, _script_name(cfg.path))
+        snapshot_error = f"its snapshot of {where} (commit {snapshot.name}) has no {cfg.name or '<config>'}/{split}/*.parquet"
     from datasets import load_dataset
 
     try:
         rows = load_dataset(cfg.path, cfg.name, split=split, revision=cfg.revision)
     except Exception as error:
+        if SCRIPT_REFUSAL in str(error):
+            raise _script_refusal(cfg, _script_name(cfg.path)) from error
+        cached = (
+            f" Nor could huggingface_hub fetch it or find it in the Hub cache (HF_HUB_CACHE): {snapshot_error}."
+            if snapshot_error
+            else ""
+        )
         raise DataError(
-            f"Could not load dataset {cfg.path!r} (name={cfg.name!r}, split={split!r}) from the Hugging Face Hub: "
-            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}. "
+            f"Could not load dataset `dataset.path` {cfg.path!r} (`dataset.name` {cfg.name!r}, `dataset.revision` "
+            f"{cfg.revision!r}, split {split!r}) from the Hugging Face Hub: {_first_line(error)}.{cached} "
             "Without network access, point `dataset.path` at local data instead: a folder written by "
             "datasets' save_to_disk, a CoNLL-2003 column text file, a .jsonl or .parquet file, or a folder "
-            "holding <split>.txt / <split>.jsonl / <split>.parquet files."
+            "holding <split>.txt / <split>.jsonl / <split>.parquet files (or the files named in "
+            "`dataset.data_files`)."
         ) from error
-    return rows, f"hub:{cfg.path}" + (f"/{cfg.name}" if cfg.name else "")
+    return rows, f"hub:{cfg.path}" + (f"/{cfg.name}" if cfg.name else "") + f"@{revision}"
+
+
+def _load_rows(cfg: DatasetConfig, split: str) -> tuple[Any, str]:
+    """Return (columns or a datasets.Dataset, a description of the source)."""
+    path = Path(cfg.path).expanduser()
+    if path.exists():
+        return _load_local(cfg, path, split)
+    if cfg.split_files:
+        raise DataError(
+            f"`dataset.data_files` names files inside `dataset.path`, which must then be a local folder; "
+            f"{cfg.path!r} is not one. A Hub dataset's splits are chosen by name (`dataset.eval_split`, "
+            "`dataset.calibration_split`): set `dataset.data_files=null`, or `dataset.path` to the folder."
+        )
+    return _load_hub(cfg, split)
 
 
 def _tag_names_from_feature(feature: Any) -> list[str] | None:
@@ -191,7 +370,14 @@ def _tag_names_from_feature(feature: Any) -> list[str] | None:
 
 
 def load_split(cfg: DatasetConfig, split: str, limit: int | None = None) -> TaggedSentences:
-    """One split as tagged sentences, its first ``limit`` rows when a limit is given."""
+    """One split as tagged sentences, its first ``limit`` rows when a limit is given.
+
+    Every job reads ``cfg.eval_split``; any other split it reads (calibration, held-out
+    rows) must come from a source of its own, never the evaluation rows again.
+    """
+    if split != cfg.eval_split:
+        role = "dataset.calibration_split" if split == cfg.calibration_split else "exclusion.holdout_split"
+        cfg.check_split_sources({"dataset.eval_split": cfg.eval_split, role: split})
     rows, source = _load_rows(cfg, split)
     token_col, tag_col = cfg.tokens_column, cfg.tags_column
     if isinstance(rows, dict):

@@ -7,13 +7,33 @@ seconds without network. Their accuracy means nothing (the weights are random).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
+from quantsweep.data import CONLL2003_LABELS
+
+if TYPE_CHECKING:
+    from datasets import Features
+
+LABELS = list(CONLL2003_LABELS)
+# The other two tag columns of CoNLL-2003 as datasets' conll2003 builder names them, so
+# that Parquet written here has the schema of the Hub's conversion of that dataset.
+# fmt: off
+CONLL2003_POS_TAGS = [
+    '"', "''", "#", "$", "(", ")", ",", ".", ":", "``", "CC", "CD", "DT", "EX", "FW", "IN", "JJ", "JJR",
+    "JJS", "LS", "MD", "NN", "NNP", "NNPS", "NNS", "NN|SYM", "PDT", "POS", "PRP", "PRP$", "RB", "RBR", "RBS",
+    "RP", "SYM", "TO", "UH", "VB", "VBD", "VBG", "VBN", "VBP", "VBZ", "WDT", "WP", "WP$", "WRB",
+]
+CONLL2003_CHUNK_TAGS = [
+    "O", "B-ADJP", "I-ADJP", "B-ADVP", "I-ADVP", "B-CONJP", "I-CONJP", "B-INTJ", "I-INTJ", "B-LST", "I-LST",
+    "B-NP", "I-NP", "B-PP", "I-PP", "B-PRT", "I-PRT", "B-SBAR", "I-SBAR", "B-UCP", "I-UCP", "B-VP", "I-VP",
+]
+# fmt: on
 
 PERSONS = [["anna", "berg"], ["tom", "miller"], ["li", "wei"], ["omar"], ["sara", "lund"]]
 ORGS = [["acme", "corp"], ["union", "bank"], ["red", "cross"], ["nordic", "rail", "group"]]
@@ -72,6 +92,68 @@ def write_dataset(folder: Path, train: int = 40, validation: int = 24) -> Path:
     write_conll(folder / "train.txt", sentences(train, seed=1))
     write_conll(folder / "validation.txt", sentences(validation, seed=2))
     return folder
+
+
+def conll2003_features() -> Features:
+    """The features of CoNLL-2003 in datasets: word lists and three ClassLabel tag columns."""
+    from datasets import ClassLabel, Features, Sequence, Value
+
+    return Features(
+        {
+            "id": Value("string"),
+            "tokens": Sequence(Value("string")),
+            "pos_tags": Sequence(ClassLabel(names=CONLL2003_POS_TAGS)),
+            "chunk_tags": Sequence(ClassLabel(names=CONLL2003_CHUNK_TAGS)),
+            "ner_tags": Sequence(ClassLabel(names=LABELS)),
+        }
+    )
+
+
+def write_conll2003_parquet(path: Path, rows: list[tuple[list[str], list[str]]]) -> Path:
+    """Rows as Parquet the way datasets writes it: the features (tag names) in the schema metadata."""
+    from datasets import Dataset
+
+    features = conll2003_features()
+    pos, chunk, ner = (features[c].feature for c in ("pos_tags", "chunk_tags", "ner_tags"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Dataset.from_dict(
+        {
+            "id": [str(i) for i in range(len(rows))],
+            "tokens": [tokens for tokens, _ in rows],
+            "pos_tags": [[pos.str2int("NN")] * len(tokens) for tokens, _ in rows],
+            "chunk_tags": [[chunk.str2int("I-NP")] * len(tokens) for tokens, _ in rows],
+            "ner_tags": [[ner.str2int(tag) for tag in tags] for _, tags in rows],
+        },
+        features=features,
+    ).to_parquet(str(path))
+    return path
+
+
+def write_hub_cache(hub_cache: Path, repo_id: str, revision: str, files: dict[str, Path]) -> str:
+    """Put ``files`` (path in the repo -> local file) into a Hub cache as one dataset commit.
+
+    The layout huggingface_hub writes when it downloads them: content-addressed blobs,
+    a snapshot folder per commit whose files link to the blobs, and ``refs/<revision>``
+    holding the commit. Returns the (made-up, content-derived) commit hash.
+    """
+    repo = hub_cache / f"datasets--{repo_id.replace('/', '--')}"
+    commit = hashlib.sha1(
+        "".join(
+            f"{name}:{hashlib.sha256(files[name].read_bytes()).hexdigest()}\n" for name in sorted(files)
+        ).encode()
+    ).hexdigest()
+    for name, source in files.items():
+        content = source.read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(content).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(content)
+        link = repo / "snapshots" / commit / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    ref = repo / "refs" / revision
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    ref.write_text(commit)
+    return commit
 
 
 def write_model(folder: Path, arch: str = "distilbert", seed: int = 0) -> Path:
@@ -187,11 +269,33 @@ def run_module(
     timeout: float = 900,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m module args`` offline (Hub look-ups fail at once), as a user would."""
+    return _run_offline(["-m", module, *args], f"{module} {' '.join(args)}", cwd, check, env, timeout)
+
+
+def run_module_code(
+    code: str,
+    *args: str,
+    cwd: Path,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    timeout: float = 900,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -c code args`` offline, in a fresh interpreter with its own environment.
+
+    huggingface_hub and datasets read their cache folders and offline flags once, at
+    import; a test that points them elsewhere needs a new process.
+    """
+    return _run_offline(["-c", code, *args], "python -c ...", cwd, check, env, timeout)
+
+
+def _run_offline(
+    argv: list[str], label: str, cwd: Path, check: bool, env: dict[str, str] | None, timeout: float
+) -> subprocess.CompletedProcess[str]:
     full_env = dict(
         os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **(env or {})
     )
     result = subprocess.run(
-        [sys.executable, "-m", module, *args],
+        [sys.executable, *argv],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -199,9 +303,7 @@ def run_module(
         timeout=timeout,
     )
     if check and result.returncode != 0:
-        raise AssertionError(
-            f"{module} {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-        )
+        raise AssertionError(f"{label} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
 
 
