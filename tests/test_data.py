@@ -198,17 +198,7 @@ def test_a_saved_dataset_dict_still_serves_its_splits(tmp_path):
     assert len(load_split(DatasetConfig(path=str(tmp_path / "saved")), "train")) == 6
 
 
-FAST = [
-    "quantization=static",
-    "calibration.num_calibration_samples=16",
-    "benchmark.duration=0.04",
-    "benchmark.batch_sizes=[1]",
-    "benchmark.input_lengths=[8]",
-    "benchmark.warmup=1",
-    "benchmark.windows=1",
-    "benchmark.threads=1",
-    "mlflow.enabled=false",
-]
+FAST = ["quantization=static", "calibration.num_calibration_samples=16", *tiny.FAST_JOB]
 
 
 def test_quantsweep_refuses_a_single_file_for_calibration(tmp_path, distilbert_dir):

@@ -260,6 +260,18 @@ def write_self_labelled_dataset(
     return folder
 
 
+# Overrides that make a `quantsweep` job on a tiny model quick: one short timing shape, no MLflow.
+FAST_JOB = (
+    "benchmark.duration=0.04",
+    "benchmark.batch_sizes=[1]",
+    "benchmark.input_lengths=[8]",
+    "benchmark.warmup=1",
+    "benchmark.windows=1",
+    "benchmark.threads=1",
+    "mlflow.enabled=false",
+)
+
+
 def run_module(
     module: str,
     *args: str,
