@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
-import tempfile
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 

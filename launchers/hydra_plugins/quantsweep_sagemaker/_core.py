@@ -21,9 +21,11 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
 from omegaconf import DictConfig, open_dict
 
 from hydra_plugins.quantsweep_sagemaker._container import ROOT_VARIABLE
+from hydra_plugins.quantsweep_sagemaker._validate import check_request
 from hydra_plugins.quantsweep_sagemaker.config import (
     SageMakerLauncherConf,
     check,
+    check_sweep,
     is_local_tracking,
     resolved_region,
 )
@@ -170,14 +172,14 @@ def launch(
     setup_globals()
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     enabled, tracking_uri = _mlflow(config)
-    check(settings, tracking_uri, enabled)  # before anything is built or uploaded
+    # before anything is built, looked up or uploaded
+    check(settings, tracking_uri, enabled)
+    check_sweep(settings, len(job_overrides))
     region = resolved_region(settings)
     assert region is not None
     sweep_dir = Path(str(config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    prefix = _prefix(settings, region, stamp)
-    image = settings.image_uri or default_image(region, settings.instance_type)
 
     planned: list[PlannedJob] = []
     for offset, overrides in enumerate(job_overrides):
@@ -187,16 +189,33 @@ def launch(
             sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{index}"
             sweep_config.hydra.job.num = index
         name = training_job_name(stamp, index, overrides)
-        request = build_request(
-            settings,
-            name,
-            image,
-            prefix,
-            bundle_uri=f"{prefix}/bundle",
-            job_uri=f"{prefix}/jobs/{name}",
-            environment={"QUANTSWEEP_SAGEMAKER_JOB": name},
-        )
-        planned.append(PlannedJob(index, name, list(overrides), sweep_config, request))
+        planned.append(PlannedJob(index, name, list(overrides), sweep_config, {}))
+
+    def requests(prefix: str, image: str) -> None:
+        """Every job's CreateTrainingJob request, checked against botocore's SageMaker model."""
+        for job in planned:
+            job.request = build_request(
+                settings,
+                job.name,
+                image,
+                prefix,
+                bundle_uri=f"{prefix}/bundle",
+                job_uri=f"{prefix}/jobs/{job.name}",
+                environment={"QUANTSWEEP_SAGEMAKER_JOB": job.name},
+            )
+            check_request(job.request, job.name, job.overrides)
+
+    # First with stand-ins for what only AWS (the SDK's default bucket, which it creates) or
+    # the SDK's image lookup (which fails on an unknown instance type) can tell, so that a
+    # request the API would refuse is refused before any AWS call; then as they will be sent.
+    offline = bool(settings.s3_prefix or settings.dry_run)
+    stand_in = f"s3://sagemaker-{region}-000000000000/quantsweep/{stamp}"
+    requests(
+        _prefix(settings, region, stamp) if offline else stand_in,
+        settings.image_uri or "<the SageMaker SDK's PyTorch training image>",
+    )
+    prefix = _prefix(settings, region, stamp)
+    requests(prefix, settings.image_uri or default_image(region, settings.instance_type))
 
     if settings.dry_run:
         return _dry_run(planned)
