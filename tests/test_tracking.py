@@ -1,31 +1,20 @@
-"""MLflow tracking against a real `mlflow server` on 127.0.0.1, checked through its REST API."""
+"""MLflow tracking to the embedded store, to a dead server, and its metric names (a live server: test_mlflow_server.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from quantsweep.config import MlflowConfig
-from quantsweep.testing import run_module
+from quantsweep.testing import FAST_JOB, run_module
 from quantsweep.tracking import metrics_of, redact
 
+# the suite's quick job, with MLflow on and two input lengths (per-shape metrics and verdicts)
 FAST = [
-    "benchmark.duration=0.02",
-    "benchmark.batch_sizes=[1]",
+    *(o for o in FAST_JOB if not o.startswith(("mlflow.enabled", "benchmark.input_lengths"))),
     "benchmark.input_lengths=[8,16]",
-    "benchmark.warmup=0",
-    "benchmark.windows=2",
-    "benchmark.threads=1",
 ]
 
 
@@ -35,152 +24,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real tracking server on loopback, stopped at the end whatever happens."""
-    port = free_port()
-    mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or shutil.which("mlflow")
-    assert mlflow, "the mlflow command is installed with quantsweep"
-    process = subprocess.Popen(
-        [
-            mlflow,
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("mlflow server did not start") from None
-                time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def rest(url: str, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
-    data = json.dumps(payload).encode() if payload is not None else None
-    request = urllib.request.Request(
-        f"{url}/api/2.0/mlflow/{path}", data=data, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        result: dict[str, Any] = json.loads(response.read())
-        return result
-
-
-def runs_of(url: str, experiment_id: str) -> list[dict[str, Any]]:
-    return list(
-        rest(url, "runs/search", {"experiment_ids": [experiment_id], "max_results": 100}).get("runs", [])
-    )
-
-
-@pytest.mark.slow
-def test_sweep_logs_parent_and_children_to_a_real_server(tmp_path, mlflow_server, distilbert_dir, conll_dir):
-    sweep = tmp_path / "sweep"
-    args = [
-        "--multirun",
-        f"model_name_or_path={distilbert_dir}",
-        f"dataset.path={conll_dir}",
-        *FAST,
-        "quantization=dynamic,static",
-        f"mlflow.tracking_uri={mlflow_server}",
-        "mlflow.experiment_name=tracking-test",
-        f"hydra.sweep.dir={sweep}",
-    ]
-    run_module("quantsweep.cli", *args, cwd=tmp_path)
-
-    experiment = rest(mlflow_server, "experiments/get-by-name?experiment_name=tracking-test")["experiment"]
-    runs = runs_of(mlflow_server, experiment["experiment_id"])
-    tags = [{t["key"]: t["value"] for t in run["data"].get("tags", [])} for run in runs]
-    parents = [r for r, t in zip(runs, tags, strict=True) if "quantsweep.sweep_key" in t]
-    children = [r for r, t in zip(runs, tags, strict=True) if "mlflow.parentRunId" in t]
-    assert len(parents) == 1 and len(children) == 2
-    parent_id = parents[0]["info"]["run_id"]
-    names = set()
-    for child in children:
-        child_tags = {t["key"]: t["value"] for t in child["data"]["tags"]}
-        assert child_tags["mlflow.parentRunId"] == parent_id
-        assert child_tags["cpu_model"] and child_tags["package.onnxruntime"]
-        params = {p["key"]: p["value"] for p in child["data"]["params"]}
-        metrics = {m["key"]: m["value"] for m in child["data"]["metrics"]}
-        names.add(child["info"]["run_name"])
-        assert params["model_name_or_path"] == str(distilbert_dir)
-        assert params["framework_args.opset"] == "11" and params["choice.operators"] == "add_matmul"
-        assert metrics["eval/original/f1"] == pytest.approx(
-            metrics["eval/quantized/f1"] - metrics["eval/delta/f1"]
-        )
-        assert {
-            "time/bs1_len0008/speedup",
-            "time/bs1_len0016/original/mean_ms",
-            "graph/nodes_quantized",
-        } <= set(metrics)
-    assert names == {"dynamic-add_matmul-none", "static-add_matmul-none-minmax"}
-    # the fp32 model both jobs share is uploaded once; each quantized model is its own
-    model_tags = [{t["key"]: t["value"] for t in child["data"]["tags"]} for child in children]
-    assert model_tags[0]["quantsweep.original_model_uri"] == model_tags[1]["quantsweep.original_model_uri"]
-    assert (
-        model_tags[0]["quantsweep.original_model_sha256"] == model_tags[1]["quantsweep.original_model_sha256"]
-    )
-    assert model_tags[0]["quantsweep.quantized_model_uri"] != model_tags[1]["quantsweep.quantized_model_uri"]
-
-    # the ONNX models come back from the server and run in ONNX Runtime
-    import mlflow
-    import numpy as np
-    import onnxruntime as ort
-
-    mlflow.set_tracking_uri(mlflow_server)
-    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
-    run_id = children[0]["info"]["run_id"]
-    run_tags = client.get_run(run_id).data.tags
-    for label in ("original_model", "quantized_model"):
-        model_uri = run_tags[f"quantsweep.{label}_uri"]
-        assert model_uri.startswith("models:/")
-        local = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=model_uri, dst_path=str(tmp_path / label), tracking_uri=mlflow_server
-            )
-        )
-        onnx_file = next(local.rglob("*.onnx"))
-        session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
-        feeds = {i.name: np.ones((1, 6), dtype=np.int64) for i in session.get_inputs()}
-        assert session.run(None, feeds)[0].shape[:2] == (1, 6)
-    artifacts = {a.path for a in client.list_artifacts(run_id, "job")}
-    assert {"job/results.json", "job/quantsweep.log"} <= artifacts
-
-    # the sweep's report hangs on the parent run
-    report = {a.path for a in client.list_artifacts(parent_id, "report")}
-    assert {"report/README.md", "report/results.csv", "report/f1_vs_speedup.png"} <= report
-
-    # re-logging the sweep from disk is idempotent: no new runs
-    run_module("quantsweep.tracking", str(sweep), cwd=tmp_path)
-    assert len(runs_of(mlflow_server, experiment["experiment_id"])) == len(runs)
-
-
-def test_unreachable_server_loses_nothing(tmp_path, distilbert_dir, conll_dir):
+def test_unreachable_server_is_said_once_at_the_start_and_loses_nothing(tmp_path, distilbert_dir, conll_dir):
     job = tmp_path / "job"
-    dead = f"http://127.0.0.1:{free_port()}"
+    # a closed port, and credentials in the URI that must never be shown
+    dead = f"http://alice:s3cret@127.0.0.1:{free_port()}"
     args = [
         f"model_name_or_path={distilbert_dir}",
         f"dataset.path={conll_dir}",
@@ -188,11 +35,22 @@ def test_unreachable_server_loses_nothing(tmp_path, distilbert_dir, conll_dir):
         f"mlflow.tracking_uri={dead}",
         f"hydra.run.dir={job}",
     ]
-    env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}
-    run_module("quantsweep.cli", *args, cwd=tmp_path, env=env)
+    # no MLFLOW_HTTP_* variables: the check at the start must keep MLflow's retries out of it
+    result = run_module("quantsweep.cli", *args, cwd=tmp_path)
     assert (job / "results.json").is_file()
     log_text = (job / "quantsweep.log").read_text()
-    assert "Could not log to MLflow" in log_text and f"quantsweep-log {job}" in log_text
+    shown = dead.replace("alice:s3cret@", "***@")
+    # one warning naming the URI (redacted) and the error, before the job does any work
+    assert log_text.count(f"The MLflow tracking server {shown} is unreachable (") == 1
+    assert "Connection refused" in log_text
+    assert log_text.index("is unreachable (") < log_text.index("Evaluation data:")
+    # and the way back, at the end
+    assert f"log this run with: quantsweep-log {job}" in log_text.splitlines()[-1]
+    assert "s3cret" not in log_text + result.stdout + result.stderr
+    # nor kept in the job folder: the saved configs and results.json
+    for path in job.rglob("*"):
+        if path.is_file() and path.suffix in (".yaml", ".json", ".log"):
+            assert "s3cret" not in path.read_text(), path
 
 
 def test_embedded_store_by_default_and_secrets_redacted(tmp_path, distilbert_dir, conll_dir):
@@ -212,10 +70,18 @@ def test_embedded_store_by_default_and_secrets_redacted(tmp_path, distilbert_dir
     for saved in (job / ".hydra").glob("*.yaml"):
         assert "hf_secret_value" not in saved.read_text()
     assert not (tmp_path / "outputs" / "mlflow.db").exists()
-    assert redact({"dataset.token": "abc", "aws_secret_access_key": "x", "model_name_or_path": "m"}) == {
+    assert redact(
+        {
+            "dataset.token": "abc",
+            "aws_secret_access_key": "x",
+            "model_name_or_path": "m",
+            "mlflow.tracking_uri": "https://bob:pw@mlflow.example:5000/x",
+        }
+    ) == {
         "dataset.token": "***",
         "aws_secret_access_key": "***",
         "model_name_or_path": "m",
+        "mlflow.tracking_uri": "https://***@mlflow.example:5000/x",
     }
 
     run_module("quantsweep.cli", *args[:-1], cwd=tmp_path)
@@ -300,7 +166,11 @@ def test_reproduce_from_a_job_folder_and_from_an_mlflow_run(tmp_path, distilbert
         cwd=tmp_path,
     )
     assert "evaluation: must be identical" in again.stdout and "DIFFERS" not in again.stdout
-    assert "timing: agrees within noise" in again.stdout
+    # both shapes compared (whether tiny 0.02 s timings agree is noise; test_reproduce owns the verdict)
+    verdicts = [
+        line for line in again.stdout.splitlines() if "timing: agrees" in line or "timing: differs" in line
+    ]
+    assert len(verdicts) == 2
     saved = json.loads((job / "results.json").read_text())
     new = json.loads((tmp_path / "again" / "results.json").read_text())
     assert new["config"] == saved["config"] | {"mlflow": new["config"]["mlflow"]}

@@ -9,6 +9,7 @@ errors answer quickly; the heavy libraries load when a job really runs.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -127,6 +128,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     job_dir = Path(hydra_cfg.runtime.output_dir)
     scrub_saved_config(job_dir / hydra_cfg.output_subdir if hydra_cfg.output_subdir else None)
     choices = {g: str(hydra_cfg.runtime.choices.get(g)) for g in GROUPS if hydra_cfg.runtime.choices.get(g)}
+    origin = reproduced_job()
+    if origin is not None and not choices:
+        choices = dict(origin["choices"])  # a saved config has no groups: name the job it reproduces
     try:
         run_config = to_run_config(cfg)
         check_choices(run_config, choices)
@@ -136,7 +140,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
         config_dict = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
         assert isinstance(config_dict, dict)
-        outcome = run_job(run_config, job_dir, {str(k): v for k, v in config_dict.items()}, choices)
+        _redact_credentials(config_dict)
+        outcome = run_job(
+            run_config,
+            job_dir,
+            {str(k): v for k, v in config_dict.items()},
+            choices,
+            reproduces=origin["source"] if origin is not None else None,
+        )
     except Exception as error:
         record_failure(job_dir, error)
         if not isinstance(error, _user_errors()):
@@ -155,27 +166,94 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 def track(job_dir: Path, run_config: RunConfig, sweep_dir: Path | None) -> None:
-    """Log the finished job to MLflow; an unreachable server costs nothing already on disk."""
-    from quantsweep.tracking import log_job, tracking_uri
+    """Log the finished job to MLflow; a tracking server that is down neither stalls nor fails it.
 
+    The server was checked at the start of the run or sweep (``ReportCallback``); a server
+    found down then is not waited on, and one that fails now is recorded as down, so the
+    sweep's later jobs skip it too. The outage is announced once; the rest say how to log later.
+    """
+    from quantsweep.tracking import (
+        announce_unreachable,
+        announced,
+        log_job,
+        redact_uri,
+        server_verdict,
+        tracking_uri,
+    )
+
+    uri = tracking_uri(run_config.mlflow)
+    later = sweep_dir or job_dir
+    verdict = server_verdict(uri, sweep_dir)
+    if verdict is not None:
+        _not_logged(uri, verdict, job_dir, sweep_dir, told=announced(uri))
+        return
     try:
         run_id = log_job(job_dir, run_config.mlflow, sweep_dir)
     except Exception as error:
+        # a server that died since the start: said once, and the sweep's later jobs skip it
+        now = server_verdict(uri, sweep_dir, recheck=True)
+        if now is not None and not announced(uri):
+            announce_unreachable(uri, now, later, "sweep" if sweep_dir else "run")
+            return
         log.warning(
             "Could not log to MLflow at %s (%s: %s). The results are safe in %s; log them later with: quantsweep-log %s",
-            tracking_uri(run_config.mlflow),
+            redact_uri(uri),
             type(error).__name__,
-            error,
+            redact_uri(str(error)),
             job_dir,
-            sweep_dir or job_dir,
+            later,
         )
         return
-    log.info("Logged to MLflow %s: run %s", tracking_uri(run_config.mlflow), run_id)
+    log.info("Logged to MLflow %s: run %s", redact_uri(uri), run_id)
+
+
+def _not_logged(uri: str, verdict: str, job_dir: Path, sweep_dir: Path | None, told: bool) -> None:
+    """Say that a job skipped MLflow: the whole story if nobody has yet, else where to pick it up."""
+    from quantsweep.tracking import announce_unreachable, redact_uri
+
+    if not told:
+        announce_unreachable(uri, verdict, sweep_dir or job_dir, "sweep" if sweep_dir else "run")
+    elif sweep_dir is not None:  # the sweep's end names the command again, once
+        log.info(
+            "Not logged to MLflow: the tracking server %s is unreachable. Log this job later with: quantsweep-log %s",
+            redact_uri(uri),
+            job_dir,
+        )
+    else:
+        log.warning(
+            "Not logged to MLflow: the tracking server %s was unreachable. Once it is up, log this run with: "
+            "quantsweep-log %s",
+            redact_uri(uri),
+            job_dir,
+        )
+
+
+def reproduced_job() -> dict[str, Any] | None:
+    """What `quantsweep-reproduce` says this job reproduces: the saved job's choices and its source."""
+    from quantsweep.reproduce import REPRODUCES_VARIABLE
+
+    text = os.environ.get(REPRODUCES_VARIABLE)
+    if not text:
+        return None
+    origin = json.loads(text)
+    return {
+        "choices": {str(k): str(v) for k, v in origin.get("choices", {}).items()},
+        "source": str(origin["source"]),
+    }
+
+
+def _redact_credentials(config: dict[Any, Any]) -> None:
+    """The user:password@ of a tracking URI never reaches results.json (the job itself still uses it)."""
+    from quantsweep.tracking import redact_uri
+
+    node = config.get("mlflow")
+    if isinstance(node, dict) and isinstance(node.get("tracking_uri"), str):
+        node["tracking_uri"] = redact_uri(node["tracking_uri"])
 
 
 def scrub_saved_config(folder: Path | None) -> None:
     """Redact secret-looking values from the config files Hydra saved before the job started."""
-    from quantsweep.tracking import SECRET_KEY
+    from quantsweep.tracking import SECRET_KEY, redact_uri
 
     if folder is None or not folder.is_dir():
         return
@@ -183,7 +261,8 @@ def scrub_saved_config(folder: Path | None) -> None:
 
     for path in folder.glob("*.yaml"):
         lines = path.read_text(encoding="utf-8").splitlines()
-        scrubbed = [_scrub_line(line, SECRET_KEY) for line in lines]
+        # secret-named keys, and the user:password@ of a URL (a tracking URI) wherever it stands
+        scrubbed = [redact_uri(_scrub_line(line, SECRET_KEY)) for line in lines]
         if scrubbed != lines:
             atomic_write_text(path, "\n".join(scrubbed) + "\n")
 

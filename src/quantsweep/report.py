@@ -616,10 +616,11 @@ class ReportCallback(Callback):
         self._failed = False
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        from quantsweep.tracking import check_tracking_server, redact_launcher_log
+
+        redact_launcher_log()
         settings = self._mlflow(config)
         if settings is not None:
-            from quantsweep.tracking import check_tracking_server
-
             # resolving hydra.sweep.dir here fixes its ${now:} for the launcher (Hydra caches it)
             check_tracking_server(settings, Path(config.hydra.sweep.dir), sweep=True)
 
