@@ -178,21 +178,25 @@ def test_reproduce_from_a_job_folder_and_from_an_mlflow_run(tmp_path, distilbert
         saved["quantized"][m] for m in ("precision", "recall", "f1", "accuracy")
     ]
 
-    run_id = (
-        mlflow.MlflowClient(tracking_uri=store)
-        .search_runs([e.experiment_id for e in mlflow.MlflowClient(tracking_uri=store).search_experiments()])[
-            0
-        ]
-        .info.run_id
-    )
+    client = mlflow.MlflowClient(tracking_uri=store)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    original = client.search_runs(experiments)[0]
+    # reproduced from its run id, and logged to the same store (the saved config's URI)
     from_run = run_module(
         "quantsweep.reproduce",
-        run_id,
+        original.info.run_id,
         "--tracking-uri",
         store,
         "--out",
         str(tmp_path / "from-run"),
-        "mlflow.enabled=false",
         cwd=tmp_path,
     )
     assert "DIFFERS" not in from_run.stdout
+    reproduced = [
+        run
+        for run in client.search_runs(experiments)
+        if run.data.tags.get("quantsweep.reproduces") == original.info.run_id
+    ]
+    assert len(reproduced) == 1
+    # named after the job it reproduces, not "run"
+    assert reproduced[0].info.run_name == original.info.run_name == "static-add_matmul-none-minmax"

@@ -598,8 +598,11 @@ def _log_job(job_dir: Path, settings: MlflowConfig, sweep_dir: Path | None) -> s
         "git_commit": env.get("git_commit") or "unknown",
         "cpu_model": env.get("cpu_model", ""),
         "host": env.get("hostname", ""),
+        "cpu_int8_instruction_sets": ", ".join(env.get("int8_instruction_sets") or []) or "unknown",
         **{f"package.{k}": v for k, v in env.get("packages", {}).items()},
     }
+    if results.get("reproduces"):
+        tags["quantsweep.reproduces"] = str(results["reproduces"])
     if results["graph"]["nothing_quantized"]:
         tags["quantsweep.nothing_quantized"] = "true"
     if parent_id:
