@@ -4,8 +4,10 @@ Runs the offline demo sweep (the seed card's 8 configs on the demo model) with a
 cache and a fresh MLflow store in a temporary folder, then reads every job's
 ``results.json``: wall time against the time spent inside the timing windows and inside
 evaluation inference. Goal on a 2-core machine: wall / (timing + evaluation) <= 1.3.
+The entry also carries, read from the sweep's card (its README.md), the non-time table
+and the time table at batch 1 x length 128, so the README can quote the demo card.
 
-Run: python benchmarks/sweep_overhead.py [--demo-root outputs/demo] [--no-mlflow] [-- extra overrides]
+Run: python benchmarks/sweep_overhead.py [--demo-root outputs/demo] [--no-mlflow] [--note TEXT] [-- extra overrides]
 """
 
 from __future__ import annotations
@@ -22,6 +24,27 @@ from pathlib import Path
 from _record import append
 
 GOAL = 1.3
+CARD_SHAPE = "Below, time metrics for batch size = 1, input length = 128."
+
+
+def card_tables(card: str) -> str:
+    """The card's timing settings, non-time table (and truncation lines) and 1 x 128 time table."""
+    non_time = card.split("## Non-time metrics", 1)[1].split("## Time metrics", 1)[0].strip()
+    time_part = card.split("## Time metrics", 1)[1].split("## Quantized graphs", 1)[0]
+    settings = time_part.strip().split("\n\n", 1)[0].strip()
+    shape = time_part.split(CARD_SHAPE, 1)[1].strip().split("\n\n", 1)[0].strip()
+    rows = [line.split("|")[1:-1] for line in shape.splitlines()[2:]]
+    original = [float(cells[-6]) for cells in rows]
+    speedups = [float(cells[-2]) for cells in rows]
+    summary = (
+        f"At 1 x 128 the original (fp32) latency ranges {min(original):.2f} to {max(original):.2f} ms "
+        f"across the jobs (each job times its own fp32 session) and the speed-ups {min(speedups):.2f} "
+        f"to {max(speedups):.2f}."
+    )
+    return (
+        "From the sweep's card (README.md), non-time metrics:\n\n"
+        f"{non_time}\n\nTime metrics. {settings}\n\n{CARD_SHAPE}\n\n{shape}\n\n{summary}"
+    )
 
 
 def main() -> None:
@@ -29,6 +52,7 @@ def main() -> None:
     parser.add_argument("--demo-root", type=Path, default=Path("outputs/demo"))
     parser.add_argument("--no-mlflow", action="store_true", help="leave MLflow logging out of the sweep")
     parser.add_argument("--keep", action="store_true", help="keep the temporary sweep folder")
+    parser.add_argument("--note", help="a note recorded with the entry (e.g. other work sharing the cores)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the sweep")
     args = parser.parse_args()
 
@@ -88,7 +112,9 @@ def main() -> None:
     shown = "python benchmarks/sweep_overhead.py" + (" --no-mlflow" if args.no_mlflow else "")
     if args.overrides:
         shown += " " + " ".join(args.overrides)
-    append("Sweep overhead (demo sweep, cold cache)", shown, table)
+    card = card_tables((sweep / "README.md").read_text(encoding="utf-8"))
+    print(card)
+    append("Sweep overhead (demo sweep, cold cache)", shown, f"{table}\n\n{card}", note=args.note)
     if args.keep:
         print(f"kept: {work}")
     else:

@@ -21,8 +21,9 @@ class SessionSettings:
     execution_mode: str = "sequential"
     graph_optimization_level: str = "ORT_ENABLE_ALL"
     # Off: while one model runs, the other session's idle worker threads would otherwise
-    # spin on the same cores. Measured on 2 cores with the same model timed against
-    # itself: spinning on made the second session look 5-25% faster, off gave ~1.00.
+    # spin on the same cores. benchmarks/thread_spinning.py times the demo model against
+    # itself both ways (RESULTS.md, "Thread spinning" of 2026-11-30 08:58 UTC, 2 AVX2
+    # cores under load): "speed-ups" 0.95-1.41 (median 1.08) on, 0.73-1.28 (median 0.95) off.
     allow_spinning: bool = False
 
     @classmethod
