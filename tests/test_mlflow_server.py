@@ -159,7 +159,7 @@ def check_span(parent: dict[str, Any], children: list[dict[str, Any]], sweep: Pa
 
 
 def test_a_sweep_on_a_live_server_opens_on_its_runs_with_their_data_and_span(
-    tmp_path, mlflow_server, distilbert_dir, conll_dir, monkeypatch
+    tmp_path, mlflow_server, distilbert_dir, conll_dir, monkeypatch, request
 ):
     # an experiment someone made without a kind: quantsweep marks it when it logs to it
     rest(mlflow_server, "experiments/create", {"name": "tracking-test"})
@@ -220,8 +220,13 @@ def test_a_sweep_on_a_live_server_opens_on_its_runs_with_their_data_and_span(
     import onnxruntime as ort
 
     run_id = children[0]["info"]["run_id"]
-    # resolving models:/ URIs asks the default tracking URI (else ./mlflow.db in the checkout)
+    # Resolving models:/ URIs asks the default tracking URI (else ./mlflow.db in the checkout).
+    # An earlier test in this process may have set one with mlflow.set_tracking_uri, which
+    # outranks the environment variable: set it for this block and put the old one back.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(mlflow_server)
+    request.addfinalizer(lambda: mlflow.set_tracking_uri(previous))
     for label in ("original_model", "quantized_model"):
         model_uri = model_tags[0][f"quantsweep.{label}_uri"]
         assert model_uri.startswith("models:/")
