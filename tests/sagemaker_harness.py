@@ -11,14 +11,27 @@ as ``model.tar.gz`` and the job turns Completed, or the job turns Failed with th
 ``<root>/output/failure`` as its FailureReason, and the output becomes log events.
 
 ``<root>`` stands for ``/opt/ml``; the launcher's training command honours
-``QUANTSWEEP_OPT_ML`` for exactly this relocation. The command runs in a fresh virtual
-environment that sees the test environment's packages but gets quantsweep only from the
-bundle's wheel, which the command installs, so the bundle proves it runs on its own.
+``QUANTSWEEP_OPT_ML`` for exactly this relocation.
+
+The image is a virtual environment that inherits nothing from the test environment: a
+recent pip and the local CPU torch wheel (``torch==2.13.0``), standing in for the
+PyTorch training image's preinstalled torch. It is built once per test session
+(:class:`ContainerImage`). Each job's command runs as a real job's does: in a fresh
+environment layered on the image (it sees the image's packages and nothing else; no
+``HF_*`` variable of the test process; the offline flags a container needs are set here
+explicitly), where the command's own ``pip install`` of the bundle, with the machine's pip
+configuration, puts quantsweep and its dependencies. Installing from nothing costs 1.5 to
+2 minutes, so jobs whose install would be identical (the same bundle sources, container
+constraints and command) share the environment that the first of them installed into;
+the later ones still run the command, whose pip then finds everything in place. A job
+with other sources or constraints gets its own environment: no job sees what a
+different install put there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import queue
@@ -36,21 +49,88 @@ ACCOUNT = "123456789012"
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 
 
-def _venv_python(folder: Path) -> Path:
-    """A virtual environment whose own site-packages shadow the test environment's."""
-    python = folder / "bin" / "python"
-    if python.exists():
-        return python
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
-    site = next((folder / "lib").glob("python3*/site-packages"))
-    inherited = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
-    (site / "zz_test_environment.pth").write_text("\n".join(inherited) + "\n", encoding="utf-8")
-    return python
+# what the "image" holds besides Python: the local CPU wheel stands in for the image's torch
+IMAGE_PACKAGES = ("torch==2.13.0",)
+# what the container sets itself; nothing of the test process's HF_* settings goes in
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+_NOT_INHERITED = ("PYTEST", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "HF_", "HUGGINGFACE", "TRANSFORMERS_")
+
+
+def _site_packages(venv: Path) -> Path:
+    return next((venv / "lib").glob("python3*/site-packages"))
+
+
+def _lock(path: Path) -> Any:
+    from filelock import FileLock
+
+    return FileLock(str(path) + ".lock")
+
+
+class ContainerImage:
+    """The stand-in for the training image: a venv with a recent pip and CPU torch, nothing else.
+
+    ``folder`` may be shared by pytest-xdist workers: building and first installs are locked.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.venv = folder / "image"
+        self.python = self.venv / "bin" / "python"
+        self.seconds = 0.0  # what building it cost this process
+
+    def build(self) -> ContainerImage:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with _lock(self.venv):
+            if (self.venv / "ready").is_file():
+                return self
+            started = time.monotonic()
+            shutil.rmtree(self.venv, ignore_errors=True)
+            # from the base interpreter: a venv inherits nothing from the test environment
+            base = getattr(sys, "_base_executable", sys.executable)
+            subprocess.run([base, "-m", "venv", str(self.venv)], check=True)
+            pip = [str(self.python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+            # SageMaker's images ship a current pip; the base interpreter's old one backtracks for minutes
+            subprocess.run([*pip, "--upgrade", "pip"], check=True, env=_clean_environment())
+            subprocess.run([*pip, *IMAGE_PACKAGES], check=True, env=_clean_environment())
+            (self.venv / "ready").write_text("", encoding="utf-8")
+            self.seconds = time.monotonic() - started
+        return self
+
+    def job_environment(self, key: str) -> Path:
+        """A venv layered on the image: it sees the image's packages and installs into itself."""
+        venv = self.folder / "installs" / key
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        with _lock(venv.with_name(f"{key}-created")):
+            if not (venv / "bin" / "python").exists():
+                subprocess.run([str(self.python), "-m", "venv", "--without-pip", str(venv)], check=True)
+                layer = _site_packages(venv) / "zz_image.pth"
+                layer.write_text(str(_site_packages(self.venv)) + "\n", encoding="utf-8")
+        return venv
+
+
+def _clean_environment() -> dict[str, str]:
+    """The test process's environment without its Python, pytest and Hugging Face settings."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(_NOT_INHERITED)}
+
+
+def install_key(bundle: Path, command: list[str]) -> str:
+    """What decides a job's install: the bundle's sources and constraints, and the command."""
+    digest = hashlib.sha256("\0".join(command).encode())
+    for name in ("bundle.json", "container-constraints.txt", "install.sh"):
+        path = bundle / name
+        digest.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"-") + b"\0")
+    return digest.hexdigest()[:16]
 
 
 class FakeSageMaker:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, image: ContainerImage) -> None:
         self.workdir = workdir
+        self.image = image
+        # job name -> the environment its command ran in, and the variables it got
+        self.environments: dict[str, Path] = {}
+        self.variables: dict[str, dict[str, str]] = {}
+        # files a test has the "container" add to each job's model.tar.gz (name -> bytes)
+        self.planted: dict[str, bytes] = {}
         self.jobs: queue.Queue[Any] = queue.Queue()
         self.finished: dict[str, subprocess.CompletedProcess[str]] = {}
         self.url = ""
@@ -89,7 +169,6 @@ class FakeSageMaker:
             (models.FakeTrainingJob, "__init__", original_init),
             (responses.SageMakerResponse, "create_training_job", original_create),
         ]
-        self.python = _venv_python(self.workdir / "container-venv")
         self.worker = threading.Thread(target=self._work, daemon=True)
         self.worker.start()
         return self
@@ -183,30 +262,38 @@ class FakeSageMaker:
         )
         for folder in ("model", "output/data", "code"):
             (root / folder).mkdir(parents=True, exist_ok=True)
+        spec = job.algorithm_specification
+        command = list(spec.get("ContainerEntrypoint") or []) + list(spec.get("ContainerArguments") or [])
+        venv = self.image.job_environment(install_key(Path(channels.get("bundle", root)), command))
+        self.environments[name] = venv
         env = {
-            **{
-                k: v
-                for k, v in os.environ.items()
-                if not k.startswith(("PYTEST", "VIRTUAL_ENV", "PYTHONPATH"))
-            },
+            **_clean_environment(),
+            **OFFLINE,
+            "HF_HOME": str(self.workdir / "hf-home"),
             **job.container_environment,
             "QUANTSWEEP_OPT_ML": str(root),
             "SM_MODEL_DIR": str(root / "model"),
             "SM_OUTPUT_DATA_DIR": str(root / "output" / "data"),
             "SM_CHANNELS": json.dumps(sorted(channels)),
             "SM_CURRENT_HOST": "algo-1",
-            "PATH": f"{self.python.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
             **{f"SM_CHANNEL_{c.upper()}": path for c, path in channels.items()},
         }
-        spec = job.algorithm_specification
-        command = list(spec.get("ContainerEntrypoint") or []) + list(spec.get("ContainerArguments") or [])
+        self.variables[name] = env
         started = time.time()
-        result = subprocess.run(
-            command, env=env, cwd=root / "code", capture_output=True, text=True, timeout=1200
-        )
+        installed = venv / "installed"
+        # the first job of an install key installs while others wait; later ones find it in place
+        with contextlib.nullcontext() if installed.is_file() else _lock(venv):
+            result = subprocess.run(
+                command, env=env, cwd=root / "code", capture_output=True, text=True, timeout=1200
+            )
+            if result.returncode == 0:
+                installed.write_text("", encoding="utf-8")
         self.finished[name] = result
         self._log(name, (result.stdout + result.stderr).splitlines(), started)
         if result.returncode == 0:
+            for planted, content in self.planted.items():
+                (root / "model" / planted).write_bytes(content)
             archive = self.workdir / f"{name}.tar.gz"
             with tarfile.open(archive, "w:gz") as tar:
                 for path in sorted((root / "model").iterdir()):

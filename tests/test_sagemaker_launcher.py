@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import copy
+import io
 import json
 import os
+import pickle
 import shutil
+import subprocess
+import sys
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
+from hydra.test_utils.test_utils import SweepTaskFunction
 
+import sagemaker_suite_tasks
 from quantsweep.testing import run_module
-from sagemaker_harness import FakeSageMaker
+from sagemaker_harness import ContainerImage, FakeSageMaker
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = [
@@ -35,11 +43,23 @@ HARNESS_DIR = Path(tempfile.gettempdir()) / f"quantsweep-sagemaker-harness-{os.g
 SUITE_BUCKET = "hydra-suites"
 
 
+@pytest.fixture(scope="session")
+def container_image(tmp_path_factory: pytest.TempPathFactory) -> ContainerImage:
+    """The stand-in training image (a venv with pip and CPU torch), built once for all xdist workers."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    image = ContainerImage(root / "sagemaker-container").build()
+    if image.seconds:
+        print(f"\nThe harness's container image took {image.seconds:.0f} s to build.", file=sys.stderr)
+    return image
+
+
 @pytest.fixture(scope="module")
-def sagemaker() -> Iterator[FakeSageMaker]:
+def sagemaker(container_image: ContainerImage) -> Iterator[FakeSageMaker]:
     HARNESS_DIR.mkdir(parents=True, exist_ok=True)
     try:
-        with FakeSageMaker(HARNESS_DIR) as fake, pytest.MonkeyPatch.context() as patch:
+        with FakeSageMaker(HARNESS_DIR, container_image) as fake, pytest.MonkeyPatch.context() as patch:
             # in-process launches (Hydra's launcher suite) and the suite's subprocesses see moto
             for name, value in fake.environment().items():
                 patch.setenv(name, value)
@@ -57,9 +77,21 @@ def launcher_args(fake: FakeSageMaker, bucket: str, role: str) -> list[str]:
         f"hydra.launcher.s3_prefix=s3://{bucket}/quantsweep",
         "hydra.launcher.poll_seconds=0.5",
         "hydra.launcher.instance_type=ml.c5.xlarge",
-        "hydra.launcher.image_uri=123456789012.dkr.ecr.us-east-1.amazonaws.com/quantsweep-test:latest",
         f"hydra.launcher.project_dir={REPO}",
     ]
+
+
+def assert_isolated(fake: FakeSageMaker, names: list[str]) -> None:
+    """The jobs' Python saw the image and their own installs, nothing of the test environment."""
+    for name in names:
+        python = fake.environments[name] / "bin" / "python"
+        path = subprocess.run(
+            [str(python), "-c", "import sys; print(sys.path)"], capture_output=True, text=True, check=True
+        ).stdout
+        assert sys.prefix not in path and str(REPO) not in path, path
+        assert str(fake.image.venv) in path
+        hf = {k for k in fake.variables[name] if k.startswith("HF_")}
+        assert hf == {"HF_HOME", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"}, hf
 
 
 def objects(fake: FakeSageMaker, bucket: str) -> list[str]:
@@ -85,6 +117,11 @@ def test_bad_settings_fail_before_anything_is_uploaded(tmp_path, sagemaker, dist
         (["hydra.launcher.instance_type=c5.xlarge"], "`hydra.launcher.instance_type` is 'c5.xlarge'"),
         (["hydra.launcher.region=null"], "`hydra.launcher.region`"),
         (["hydra.launcher.wait=false"], "local to this machine"),
+        # a custom image must say its Python, which is checked before anything is uploaded
+        (
+            ["hydra.launcher.image_uri=123456789012.dkr.ecr.us-east-1.amazonaws.com/quantsweep:1"],
+            "`hydra.launcher.image_python` is None",
+        ),
     ]
     for overrides, expected in cases:
         env = sagemaker.environment()
@@ -168,7 +205,11 @@ def test_a_remote_sweep_lands_like_a_local_one(tmp_path, sagemaker, distilbert_d
         *launcher_args(sagemaker, bucket, role),
         f"hydra.sweep.dir={sweep}",
     ]
-    run_module("quantsweep.cli", *args, cwd=tmp_path, env=sagemaker.environment())
+    before = set(sagemaker.finished)
+    result = run_module("quantsweep.cli", *args, cwd=tmp_path, env=sagemaker.environment())
+    # printed before anything is submitted: the exact install each job runs
+    assert "Each training job runs the bundle's install.sh" in result.stderr
+    assert "-c container-constraints.txt" in result.stderr
 
     jobs = sorted(p for p in sweep.iterdir() if (p / "results.json").is_file())
     assert [j.name.split("-")[0] for j in jobs] == ["dynamic", "static"]
@@ -198,12 +239,22 @@ def test_a_remote_sweep_lands_like_a_local_one(tmp_path, sagemaker, distilbert_d
     names = zipfile.ZipFile(local_wheel).namelist()
     assert not [n for n in names if n.startswith((".git", "outputs/")) or "/outputs/" in n or ".cache" in n]
     assert "hydra_plugins/quantsweep_sagemaker/_container.py" in names
+    assert not [k for k in keys if k.endswith(".pkl")]  # data only, both ways
     for job in jobs:
         archive = next(k for k in keys if k.endswith("model.tar.gz") and job.name.split("-")[0] in k)
         target = tmp_path / "model.tar.gz"
         sagemaker.client("s3").download_file(bucket, archive, str(target))
         with tarfile.open(target) as archive_file:
-            assert "return.pkl" in archive_file.getnames()
+            assert "return.json" in archive_file.getnames()
+    # the container's install kept the image's torch: nothing torch or CUDA was installed for the jobs
+    names = sorted(set(sagemaker.finished) - before)
+    assert len(names) == 2
+    assert_isolated(sagemaker, names)
+    for name in names:
+        site = next((sagemaker.environments[name] / "lib").glob("python3*/site-packages"))
+        installed = sorted(p.name.lower() for p in site.iterdir())
+        assert any(n.startswith("quantsweep-") for n in installed)  # the bundle, installed by the job
+        assert not [n for n in installed if n.startswith(("torch", "nvidia", "triton"))], installed
 
 
 @pytest.mark.slow
@@ -259,9 +310,80 @@ def suite_flags() -> list[str]:
         f"hydra.launcher.s3_prefix=s3://{SUITE_BUCKET}/suites",
         "hydra.launcher.poll_seconds=0.2",
         "hydra.launcher.instance_type=ml.c5.xlarge",
-        "hydra.launcher.image_uri=123456789012.dkr.ecr.us-east-1.amazonaws.com/quantsweep-test:latest",
         f"hydra.launcher.project_dir={REPO}",
     ]
+
+
+_SUITE_CLOSURES: dict[str, Callable[[Any], Any]] = {
+    "LauncherTestSuite.get_task_function.<locals>.task_func": sagemaker_suite_tasks.return_100,
+    "LauncherTestSuite.test_sweep_with_custom_resolver.<locals>.task_func": sagemaker_suite_tasks.return_x,
+}
+
+
+class ImportableSweep(SweepTaskFunction):
+    """Hydra's SweepTaskFunction, but Hydra gets a task an import path names, not this object.
+
+    The suite's own object and closures cannot travel as data (see sagemaker_suite_tasks);
+    the same multirun, with module-level functions that do what the closures do.
+    """
+
+    def __enter__(self) -> ImportableSweep:
+        from hydra._internal.hydra import Hydra
+        from hydra._internal.utils import detect_task_name
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.core.utils import validate_config_path
+
+        overrides = copy.deepcopy(self.overrides)
+        assert overrides is not None and self.temp_dir
+        Path(self.temp_dir).mkdir(parents=True, exist_ok=True)
+        overrides.append(f"hydra.sweep.dir={self.temp_dir}")
+        name = getattr(self.task_function, "__qualname__", "")
+        task = _SUITE_CLOSURES.get(name) or self.task_function or sagemaker_suite_tasks.return_100
+        try:
+            validate_config_path(self.config_path)
+            hydra_ = Hydra.create_main_hydra_file_or_module(
+                calling_file=self.calling_file,
+                calling_module=self.calling_module,
+                config_path=self.config_path,
+                job_name=detect_task_name(self.calling_file, self.calling_module),
+            )
+            self.returns = hydra_.multirun(
+                config_name=self.config_name,
+                task_function=task,
+                overrides=overrides,
+                with_log_configuration=self.configure_logging,
+            )
+        finally:
+            GlobalHydra().clear()
+        return self
+
+
+@pytest.fixture
+def hydra_sweep_runner() -> Callable[..., SweepTaskFunction]:
+    """Hydra's fixture of that name, making ImportableSweep objects."""
+
+    def make(
+        calling_file: str | None,
+        calling_module: str | None,
+        task_function: Any,
+        config_path: str | None,
+        config_name: str | None,
+        overrides: list[str] | None,
+        temp_dir: Path | None = None,
+        configure_logging: bool = False,
+    ) -> SweepTaskFunction:
+        sweep = ImportableSweep()
+        sweep.calling_file = calling_file
+        sweep.calling_module = calling_module
+        sweep.task_function = task_function
+        sweep.config_path = config_path
+        sweep.config_name = config_name
+        sweep.overrides = overrides or []
+        sweep.temp_dir = str(temp_dir)
+        sweep.configure_logging = configure_logging
+        return sweep
+
+    return make
 
 
 @pytest.mark.slow
@@ -277,3 +399,82 @@ class TestLauncherSuite(LauncherTestSuite):
 class TestIntegrationSuite(IntegrationTestSuite):
     def get_test_app_working_dir(self) -> Path:
         return HARNESS_DIR / "opt" / "ml" / "work"
+
+
+class _Planted:
+    """A pickle whose loading creates a marker file (as a planted pickle could run any code)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.slow
+def test_a_pickle_planted_in_the_output_is_never_loaded(tmp_path, sagemaker, hydra_default_version_base):
+    """Inside model.tar.gz and in the output prefix: the job comes home from return.json alone."""
+    marker = tmp_path / "unpickled"
+    planted = pickle.dumps(_Planted(marker))
+    # the plant is live: loading it would leave the marker
+    subprocess.run(
+        [sys.executable, "-c", "import pickle,sys; pickle.loads(sys.stdin.buffer.read())"],
+        input=planted,
+        check=True,
+        cwd=Path(__file__).parent,
+    )
+    assert marker.exists()
+    marker.unlink()
+    s3 = sagemaker.client("s3")
+    for key in ("suites/return.pkl", "suites/output/return.pkl", "suites/planted/output/model/return.pkl"):
+        s3.put_object(Bucket=SUITE_BUCKET, Key=key, Body=planted)
+    sagemaker.planted = {"return.pkl": planted, "job.pkl": planted}
+    before = set(sagemaker.finished)
+    try:
+        sweep = ImportableSweep()
+        sweep.calling_module = "hydra.test_utils.a_module"
+        sweep.config_path = "configs"
+        sweep.config_name = "compose.yaml"
+        sweep.overrides = [*suite_flags(), "+a=0,1"]
+        sweep.temp_dir = str(tmp_path / "sweep")
+        with sweep:
+            assert sweep.returns is not None
+            returns = sweep.returns[0]
+            assert [r.return_value for r in returns] == [100, 100]
+            assert all(
+                Path(str(r.hydra_cfg.hydra.runtime.output_dir), ".hydra", "config.yaml").is_file()
+                for r in returns
+            )
+    finally:
+        sagemaker.planted = {}
+    assert not marker.exists()
+    assert_isolated(sagemaker, sorted(set(sagemaker.finished) - before))
+    archives = [k for k in objects(sagemaker, SUITE_BUCKET) if k.endswith("model.tar.gz")]
+    body = s3.get_object(Bucket=SUITE_BUCKET, Key=archives[-1])["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        assert "return.pkl" in tar.getnames()  # it was there to be loaded
+
+
+@pytest.mark.usefixtures("hydra_default_version_base")
+def test_a_task_no_import_path_names_is_refused_before_anything_is_uploaded(tmp_path, sagemaker, capsys):
+    bucket = sagemaker.create_bucket("closure")
+
+    def closure(cfg: Any) -> Any:
+        return 1
+
+    sweep = SweepTaskFunction()  # Hydra's own: it hands the launcher itself, an object
+    sweep.calling_module = "hydra.test_utils.a_module"
+    sweep.config_path = "configs"
+    sweep.config_name = "compose.yaml"
+    sweep.task_function = closure
+    sweep.overrides = [
+        *(f for f in suite_flags() if not f.startswith("hydra.launcher.s3_prefix")),
+        f"hydra.launcher.s3_prefix=s3://{bucket}/quantsweep",
+    ]
+    sweep.temp_dir = str(tmp_path / "sweep")
+    with pytest.raises(SystemExit):
+        sweep.__enter__()
+    error = capsys.readouterr().err
+    assert "cannot ship the task" in error and "SweepTaskFunction" in error, error
+    assert "Traceback" not in error
+    assert objects(sagemaker, bucket) == []

@@ -1,12 +1,25 @@
-"""The job bundle: this project as a wheel plus its pinned requirements, built once per sweep.
+"""The job bundle: this project as a wheel, the container's constraints and the install command.
 
 A wheel carries only the package's files (``src/quantsweep``, ``conf/``, this launcher),
 so ``.git``, ``outputs/``, caches and credentials cannot ride along.
+
+The container keeps the image's own torch: its constraints are the project's
+``constraints.txt`` without the torch pin (that pin names the CPU build for installs on
+this side; on a public index the same pin resolves to a CUDA build with gigabytes of
+nvidia packages). pip installs only what the image lacks, and an image whose torch
+satisfies ``torch>=2.4`` keeps it. ``bundle.json`` names the sources the wheel was built
+from; an image built with ``launchers/Dockerfile`` from the same bundle holds the same
+file, and then the job installs nothing (no internet needed at job time).
+
+Run as ``python -m hydra_plugins.quantsweep_sagemaker._bundle <folder>`` it writes the
+bundle there, for ``docker build`` with ``launchers/Dockerfile``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -15,6 +28,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CONSTRAINTS = "constraints.txt"
+# what the container installs with: constraints.txt without torch or CUDA packages
+CONTAINER_CONSTRAINTS = "container-constraints.txt"
+# the sources the wheel was built from; equal to the image's copy: nothing to install
+BUNDLE_INFO = "bundle.json"
+# where an image built with launchers/Dockerfile keeps its copy of bundle.json
+PREINSTALLED = "/opt/quantsweep/bundle.json"
+_CUDA_OR_TORCH = re.compile(r"^\s*(torch|nvidia[-_]|triton|cuda[-_])", re.IGNORECASE)
+# The install step of the container's command, a script in the bundle (a container argument
+# holds at most 256 characters). Run in the bundle channel's folder, it installs nothing when
+# the image already holds this bundle (launchers/Dockerfile) or the job's environment sets
+# QUANTSWEEP_SKIP_INSTALL=1.
+INSTALL_SCRIPT = "install.sh"
+INSTALL = f"""#!/bin/bash
+# quantsweep's install in the training image's Python, run by each job in the bundle channel
+set -e
+if [ "${{QUANTSWEEP_SKIP_INSTALL:-0}}" = 1 ] || cmp -s {BUNDLE_INFO} "${{QUANTSWEEP_PREINSTALLED:-{PREINSTALLED}}}"; then
+  echo "quantsweep: installed in the image; nothing to install"
+else
+  python -m pip install --no-cache-dir --disable-pip-version-check -q quantsweep-*.whl -c {CONTAINER_CONSTRAINTS}
+fi
+"""
 
 
 class BundleError(RuntimeError):
@@ -90,14 +124,82 @@ def build_bundle(out: Path, root: Path | None = None, cache_dir: Path | None = N
     if len(wheels) != 1:
         raise BundleError(f"Expected one quantsweep wheel in {out}, found {[w.name for w in wheels]}.")
     constraints = root / CONSTRAINTS
-    if constraints.is_file():
-        shutil.copyfile(constraints, out / CONSTRAINTS)
-    else:
-        (out / CONSTRAINTS).write_text("", encoding="utf-8")
+    text = constraints.read_text(encoding="utf-8") if constraints.is_file() else ""
+    (out / CONSTRAINTS).write_text(text, encoding="utf-8")
+    (out / CONTAINER_CONSTRAINTS).write_text(container_constraints(text), encoding="utf-8")
+    info = {"quantsweep": wheels[0].name.split("-")[1], "sources": source_digest(root)}
+    (out / BUNDLE_INFO).write_text(json.dumps(info, sort_keys=True) + "\n", encoding="utf-8")
+    (out / INSTALL_SCRIPT).write_text(INSTALL, encoding="utf-8")
     digest = hashlib.sha256()
     for path in sorted(p for p in out.iterdir() if p.is_file()):
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return Bundle(folder=out, wheel=wheels[0], digest=digest.hexdigest()[:20])
+
+
+def container_constraints(text: str) -> str:
+    """constraints.txt for the container: no torch pin, nothing that pulls CUDA torch."""
+    lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    kept = [line for line in lines if line and not _CUDA_OR_TORCH.match(line)]
+    header = "# constraints.txt without torch: the container keeps the image's torch (torch>=2.4)"
+    return "\n".join([header, *kept]) + "\n"
+
+
+def install_summary(folder: Path) -> str:
+    """What each job installs, for the user to read before anything is submitted."""
+    constraints = (folder / CONTAINER_CONSTRAINTS).read_text(encoding="utf-8")
+    pins = [line for line in constraints.splitlines() if line.strip() and not line.startswith("#")]
+    return (
+        f"Each training job runs the bundle's {INSTALL_SCRIPT} before the job, in the image's Python:\n"
+        + "".join(f"  | {line}\n" for line in INSTALL.splitlines())
+        + f"  {CONTAINER_CONSTRAINTS}: {'; '.join(pins) or '(none)'}\n"
+        "  The image's torch is kept when it satisfies torch>=2.4. Installing needs PyPI from the job; "
+        "an image built with launchers/Dockerfile from this bundle installs nothing."
+    )
+
+
+# ---- the image's Python -------------------------------------------------------------------
+
+
+def default_image_python() -> str:
+    """The Python of the default image (the newest PyTorch training image the SDK knows), e.g. 3.13."""
+    from sagemaker.core import image_uris
+
+    versions = image_uris.config_for_framework("pytorch")["training"]["versions"]
+    py_version = str(versions[list(versions)[-1]]["py_versions"][-1])  # e.g. py313
+    return f"{py_version[2]}.{py_version[3:]}"
+
+
+def requires_python(root: Path | None = None) -> str:
+    """pyproject.toml's requires-python, e.g. ``>=3.10``."""
+    text = ((root or project_root()) / "pyproject.toml").read_text(encoding="utf-8")
+    found = re.search(r'^requires-python\s*=\s*"([^"]+)"', text, re.MULTILINE)
+    return found.group(1) if found else ""
+
+
+def check_image_python(python: str | None, setting: str, requires: str) -> None:
+    """Refuse, in one paragraph, an image Python the project does not support (or an unknown one)."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    from hydra_plugins.quantsweep_sagemaker.config import LauncherConfigError
+
+    if not python:
+        raise LauncherConfigError(
+            f"Invalid SageMaker launcher setting: `hydra.launcher.{setting}` is None; with a custom "
+            "image_uri, name the Python version of the image (e.g. image_python=3.12), so that the launcher "
+            f"can check it against quantsweep's requires-python ({requires}) before anything is uploaded."
+        )
+    try:
+        supported = Version(str(python)) in SpecifierSet(requires)
+    except InvalidVersion:
+        supported = False
+    if not supported:
+        raise LauncherConfigError(
+            f"Invalid SageMaker launcher setting: `hydra.launcher.{setting}` is {python!r}; the image's "
+            f"Python must satisfy quantsweep's requires-python ({requires}), as pyproject.toml says. Choose an "
+            "image with a supported Python (the default image_uri: null is the newest PyTorch training image "
+            "the SageMaker SDK knows), or name its Python correctly."
+        )
 
 
 # what the wheel is built from (pyproject.toml's readme names README.md)
@@ -139,3 +241,22 @@ def _pip_wheel(root: Path, out: Path) -> None:
     )
     if result.returncode != 0:
         raise BundleError(f"Building the quantsweep wheel from {root} failed:\n{result.stderr[-2000:]}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Write the bundle into a folder, for ``docker build -f launchers/Dockerfile <folder>``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m hydra_plugins.quantsweep_sagemaker._bundle",
+        description="Write the SageMaker job bundle (wheel, constraints, bundle.json) into a folder.",
+    )
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--project-dir", type=Path, default=None, help="the quantsweep checkout")
+    args = parser.parse_args(argv)
+    bundle = build_bundle(args.folder, args.project_dir, None)
+    print("\n".join(str(p) for p in bundle.files))
+
+
+if __name__ == "__main__":
+    main()

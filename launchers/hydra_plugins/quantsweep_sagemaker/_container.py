@@ -1,26 +1,26 @@
 """What runs inside the SageMaker container: one Hydra job, its folder packed for the trip home.
 
-The training command installs the bundle and runs ``python -m
-hydra_plugins.quantsweep_sagemaker._container``. The job arrives as a cloudpickle of
-Hydra's context, the composed job config, the task function and Hydra's global state,
-exactly what the launcher would have passed to ``run_job`` locally. Inputs follow
-SageMaker's container contract under ``/opt/ml`` (relocatable for tests through
-``QUANTSWEEP_OPT_ML``); the job folder goes to ``/opt/ml/model/job``, which SageMaker
-uploads as ``model.tar.gz``, with ``return.pkl`` (Hydra's JobReturn) beside it.
+The training command installs the bundle (unless the image already holds it) and runs
+``python -m hydra_plugins.quantsweep_sagemaker._container``. The job arrives as data,
+``job.json`` (see ``_payload``): the composed job config, Hydra's facts about the job and
+the task's import path, so this Python need not be the user's. Inputs follow SageMaker's
+container contract under ``/opt/ml`` (relocatable for tests through ``QUANTSWEEP_OPT_ML``);
+the job folder goes to ``/opt/ml/model/job``, which SageMaker uploads as ``model.tar.gz``,
+with ``return.json`` (status, folder, return value as data) beside it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
+
+from hydra_plugins.quantsweep_sagemaker._payload import PAYLOAD, RETURN
 
 ROOT_VARIABLE = "QUANTSWEEP_OPT_ML"
-PAYLOAD = "job.pkl"
-RETURN = "return.pkl"
 # text files of a job folder in which container paths are put back to the user's paths
 _TEXT_SUFFIXES = (".yaml", ".json", ".log", ".txt")
 
@@ -44,37 +44,44 @@ def restore_paths(folder: Path, replacements: dict[str, str]) -> None:
 
 
 def run(root: Path) -> int:
-    import cloudpickle
-    from hydra.core.singleton import Singleton
+    from hydra._internal.callbacks import Callbacks
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
     from hydra.core.utils import JobStatus, run_job
+    from hydra.types import HydraContext
     from omegaconf import OmegaConf, open_dict
 
-    payload: dict[str, Any] = cloudpickle.loads((root / "input" / "data" / "job" / PAYLOAD).read_bytes())
-    Singleton.set_state(payload["singleton_state"])
+    from hydra_plugins.quantsweep_sagemaker import _payload
+
+    payload = _payload.read_payload(root / "input" / "data" / "job" / PAYLOAD)
     work = root / "work"
     work.mkdir(parents=True, exist_ok=True)
     os.chdir(work)
-    config = payload["config"]
+    _payload.set_hydra_state(payload)
+    # before the config: importing the task's module registers its resolvers
+    task = _payload.load_task(payload["task"], root / "code" / "quantsweep_task")
+    config = _payload.rebuild_config(payload)
     replacements: dict[str, str] = {}
     with open_dict(config):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if sweep_dir.is_absolute():  # the user's absolute folders do not exist here
             config.hydra.sweep.dir = str(work / "absolute" / sweep_dir.relative_to(sweep_dir.anchor))
-        for key, (channel, name) in payload["inputs"].items():
-            local = root / "input" / "data" / channel / name
+        for key, channel in payload["inputs"].items():
+            local = root / "input" / "data" / str(channel["channel"]) / str(channel["name"])
             replacements[str(local)] = str(OmegaConf.select(config, key))
             OmegaConf.update(config, key, str(local))
     for name, value in payload.get("environment", {}).items():
-        os.environ[name] = value
+        os.environ[str(name)] = str(value)
 
-    from hydra._internal.callbacks import Callbacks
-    from hydra.types import HydraContext
-
-    # callbacks run at home, where the sweep folder is (the launcher calls them after download)
-    context = HydraContext(config_loader=payload["hydra_context"].config_loader, callbacks=Callbacks())
+    # callbacks run at home, where the sweep folder is (the launcher calls them after download);
+    # run_job reads no config files, so the loader searches nothing
+    context = HydraContext(
+        config_loader=ConfigLoaderImpl(config_search_path=create_config_search_path(None)),
+        callbacks=Callbacks(),
+    )
     ret = run_job(
         hydra_context=context,
-        task_function=payload["task_function"],
+        task_function=task,
         config=config,
         job_dir_key="hydra.sweep.dir",
         job_subdir_key="hydra.sweep.subdir",
@@ -86,17 +93,13 @@ def run(root: Path) -> int:
     model.mkdir(parents=True, exist_ok=True)
     if output_dir.is_dir():
         shutil.copytree(output_dir, model / "job", dirs_exist_ok=True)
-    relative = os.path.relpath(output_dir, Path(str(config.hydra.sweep.dir)).resolve())
-    record = {
-        "status": ret.status.name,
-        "relative_dir": relative,
-        "chdir": os.path.realpath(str(ret.working_dir)) == os.path.realpath(output_dir),
-    }
-    try:
-        record["return"] = cloudpickle.dumps(ret._return_value)
-    except Exception:  # an unpicklable return value still reports its type and text
-        record["return"] = cloudpickle.dumps(RuntimeError(repr(ret._return_value)))
-    (model / RETURN).write_bytes(cloudpickle.dumps(record))
+    record = _payload.return_record(
+        ret.status.name,
+        Path(os.path.relpath(output_dir, Path(str(config.hydra.sweep.dir)).resolve())).as_posix(),
+        os.path.realpath(str(ret.working_dir)) == os.path.realpath(output_dir),
+        ret._return_value,
+    )
+    (model / RETURN).write_text(json.dumps(record, default=repr), encoding="utf-8")
     if ret.status == JobStatus.FAILED:
         error = ret._return_value
         message = f"{type(error).__name__}: {error}"

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
 from omegaconf import DictConfig, open_dict
 
+from hydra_plugins.quantsweep_sagemaker._bundle import INSTALL_SCRIPT
 from hydra_plugins.quantsweep_sagemaker._container import ROOT_VARIABLE
 from hydra_plugins.quantsweep_sagemaker._validate import check_request
 from hydra_plugins.quantsweep_sagemaker.config import (
@@ -37,10 +38,10 @@ log = logging.getLogger(__name__)
 
 BUNDLE_CHANNEL = "bundle"
 JOB_CHANNEL = "job"
+# the container's command: install the bundle (no torch pin: the image's torch stays), run the job
 COMMAND = (
-    'set -e; root="${' + ROOT_VARIABLE + ':-/opt/ml}"; cd "$root/input/data/' + BUNDLE_CHANNEL + '"; '
-    "python -m pip install --no-cache-dir --disable-pip-version-check -q quantsweep-*.whl -c constraints.txt; "
-    "exec python -m hydra_plugins.quantsweep_sagemaker._container"
+    f'set -e; root="${{{ROOT_VARIABLE}:-/opt/ml}}"; cd "$root/input/data/{BUNDLE_CHANNEL}"; '
+    f"bash {INSTALL_SCRIPT}; exec python -m hydra_plugins.quantsweep_sagemaker._container"
 )
 _NAME = re.compile(r"[^a-zA-Z0-9-]+")
 
@@ -341,23 +342,31 @@ def _cache_dir(config: DictConfig) -> Path | None:
 def _run_remotely(
     launcher: SageMakerLauncher, planned: list[PlannedJob], region: str, prefix: str, log_locally: bool
 ) -> list[JobReturn]:
-    import cloudpickle
-    from hydra.core.singleton import Singleton
     from sagemaker.core.resources import TrainingJob
 
-    from hydra_plugins.quantsweep_sagemaker._bundle import build_bundle
-    from hydra_plugins.quantsweep_sagemaker._container import PAYLOAD
+    from hydra_plugins.quantsweep_sagemaker import _payload
+    from hydra_plugins.quantsweep_sagemaker._bundle import (
+        build_bundle,
+        check_image_python,
+        default_image_python,
+        install_summary,
+        requires_python,
+    )
 
     settings = launcher.settings
     assert launcher.config is not None
+    project = Path(settings.project_dir) if settings.project_dir else None
+    # before anything is uploaded: the task must travel as data, the image's Python must be supported
+    task = _payload.task_reference(launcher.task_function)
+    if settings.image_uri:
+        check_image_python(settings.image_python, "image_python", requires_python(project))
+    else:
+        check_image_python(default_image_python(), "image_uri", requires_python(project))
     session = _boto_session(region)
     s3 = session.client("s3")
     with tempfile.TemporaryDirectory(prefix="quantsweep-sagemaker-") as tmp:
-        bundle = build_bundle(
-            Path(tmp) / "bundle",
-            Path(settings.project_dir) if settings.project_dir else None,
-            _cache_dir(launcher.config),
-        )
+        bundle = build_bundle(Path(tmp) / "bundle", project, _cache_dir(launcher.config))
+        print(install_summary(bundle.folder), file=sys.stderr)
         bundle_uri = f"{prefix}/bundle"
         _upload_folder(s3, bundle.folder, bundle_uri)
         log.info("Uploaded the job bundle (%s) to %s", ", ".join(p.name for p in bundle.files), bundle_uri)
@@ -374,20 +383,18 @@ def _run_remotely(
                 channel = f"input{number}"
                 channels[key] = (channel, path.name)
                 job.request["input_data_config"].append(s3_channel(channel, uri))
-            payload = {
-                "hydra_context": launcher.hydra_context,
-                "config": job.config,
-                "task_function": launcher.task_function,
-                "singleton_state": Singleton.get_state(),
-                "inputs": channels,
-                "environment": {"QUANTSWEEP_MLFLOW_DEFERRED": "1"} if log_locally else {},
-            }
-            job_file = Path(tmp) / f"{job.name}.pkl"
-            job_file.write_bytes(cloudpickle.dumps(payload))
+            payload = _payload.job_payload(
+                job.config,
+                task,
+                channels,
+                {"QUANTSWEEP_MLFLOW_DEFERRED": "1"} if log_locally else {},
+            )
+            job_file = Path(tmp) / f"{job.name}.json"
+            job_file.write_text(_payload.dumps(payload), encoding="utf-8")
             bucket, key = _split(
                 job.request["input_data_config"][1]["data_source"]["s3_data_source"]["s3_uri"]
             )
-            s3.upload_file(str(job_file), bucket, f"{key}/{PAYLOAD}")
+            s3.upload_file(str(job_file), bucket, f"{key}/{_payload.PAYLOAD}")
 
     returns: dict[str, JobReturn] = {}
     pending = list(planned)
@@ -469,10 +476,9 @@ def _bring_home(
     import copy
     import tarfile
 
-    import cloudpickle
     from omegaconf import OmegaConf, read_write
 
-    from hydra_plugins.quantsweep_sagemaker._container import RETURN
+    from hydra_plugins.quantsweep_sagemaker._payload import RETURN, read_return
 
     ret = JobReturn()
     ret.overrides = job.overrides
@@ -484,7 +490,6 @@ def _bring_home(
     ret.task_name = str(job.config.hydra.job.name)
     sweep_dir = Path(str(job.config.hydra.sweep.dir)).resolve()
     status = str(handle.training_job_status)
-    record: dict[str, Any] | None = None
     artifacts = getattr(getattr(handle, "model_artifacts", None), "s3_model_artifacts", None)
     if status == "Completed" and isinstance(artifacts, str):
         bucket, key = _split(artifacts)
@@ -493,13 +498,14 @@ def _bring_home(
             session.client("s3").download_file(bucket, key, str(archive))
             with tarfile.open(archive) as tar:
                 tar.extractall(Path(tmp) / "model", filter="data")
-            record = cloudpickle.loads((Path(tmp) / "model" / RETURN).read_bytes())
-            local_dir = (sweep_dir / record["relative_dir"]).resolve()
+            # data only: the JSON record; any other file (a planted return.pkl) is never loaded
+            record = read_return((Path(tmp) / "model" / RETURN).read_text(encoding="utf-8"))
+            local_dir = (sweep_dir / record.relative_dir).resolve()
             if (Path(tmp) / "model" / "job").is_dir():
                 shutil.copytree(Path(tmp) / "model" / "job", local_dir, dirs_exist_ok=True)
-        ret.working_dir = str(local_dir) if record["chdir"] else str(job.config.hydra.runtime.cwd)
-        ret.status = JobStatus[record["status"]]
-        ret.return_value = cloudpickle.loads(record["return"])
+        ret.working_dir = str(local_dir) if record.chdir else str(job.config.hydra.runtime.cwd)
+        ret.status = JobStatus[record.status]
+        ret.return_value = record.value
         with open_dict(ret.hydra_cfg):
             ret.hydra_cfg.hydra.runtime.output_dir = str(local_dir)
         if log_locally and ret.status == JobStatus.COMPLETED:

@@ -42,6 +42,9 @@ class SageMakerLauncherConf:
     # null: a PyTorch training image the SageMaker SDK resolves for the region and instance
     # type (its CPU image for a CPU instance, its GPU image for a GPU one)
     image_uri: str | None = None
+    # the Python version of a custom image_uri, e.g. "3.12" (required with image_uri; the
+    # default image's comes from the SageMaker SDK), checked against quantsweep's requires-python
+    image_python: str | None = None
     volume_size_gb: int = 50
     max_run_seconds: int = 24 * 3600
     use_spot_instances: bool = False

@@ -1,0 +1,278 @@
+"""The SageMaker launcher's job payload and return record: data that another Python reads.
+
+The cross-version tests write a payload with this Python (3.11) and read it, resolve its
+task and run a job from it with pyenv's 3.12, in a venv holding only what the reader
+declares: the quantsweep wheel without its dependencies, hydra-core and omegaconf.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from omegaconf import OmegaConf, open_dict
+
+from hydra_plugins.quantsweep_sagemaker import _payload
+
+REPO = Path(__file__).resolve().parents[1]
+OTHER_PYTHON = Path.home() / ".pyenv" / "versions" / "3.12.1" / "bin" / "python"
+
+
+def composed(overrides: list[str]) -> Any:
+    """quantsweep's job config as the launcher has it: composed, hydra node included."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("quantsweep.conf", version_base="1.3"):
+        config = compose("config", overrides=overrides, return_hydra_config=True)
+    with open_dict(config):
+        config.hydra.job.id = "quantsweep_0"
+        config.hydra.job.num = 0
+        config.hydra.overrides.task = overrides
+    return config
+
+
+def test_the_task_travels_by_import_path_or_as_source_text() -> None:
+    import quantsweep.cli
+    import sagemaker_suite_tasks
+
+    # the function Hydra hands the launcher is the undecorated one; its module's attribute is the wrapper
+    assert _payload.task_reference(quantsweep.cli.run.__wrapped__) == {
+        "module": "quantsweep.cli",
+        "qualname": "run",
+    }
+    # a module no installed package provides: its source file, as text
+    reference = _payload.task_reference(sagemaker_suite_tasks.return_100)
+    assert reference["source"]["filename"] == "sagemaker_suite_tasks.py"
+    assert reference["source"]["text"] == Path(sagemaker_suite_tasks.__file__).read_text()
+
+    def closure(cfg: Any) -> Any:
+        return cfg
+
+    for task in (closure, print, object()):
+        with pytest.raises(_payload.TaskReferenceError) as refused:
+            _payload.task_reference(task)
+        assert "\n" not in str(refused.value) and "import path" in str(refused.value)
+
+
+def test_a_return_record_is_data_and_cannot_steer_home() -> None:
+    def round_trip(value: Any, status: str = "COMPLETED") -> Any:
+        record = _payload.return_record(status, "job/0", True, value)
+        return _payload.read_return(json.dumps(record))
+
+    assert round_trip({"f1": 0.5, "files": ["a"]}).value == {"f1": 0.5, "files": ["a"]}
+    odd = round_trip(Path("/x"))
+    assert odd.value == _payload.ReturnedValue("pathlib.PosixPath", "PosixPath('/x')")
+    failed = round_trip(ValueError("bad"), "FAILED")
+    assert isinstance(failed.value, _payload.RemoteJobError) and str(failed.value) == "ValueError: bad"
+    for relative in ("../outside", "/etc", "a/../../b"):
+        record = _payload.return_record("COMPLETED", relative, False, 1)
+        with pytest.raises(_payload.PayloadError):
+            _payload.read_return(json.dumps(record))
+    with pytest.raises(_payload.PayloadError):
+        _payload.read_return(json.dumps({"status": "COMPLETED", "relative_dir": "x"}))  # no format
+
+
+def test_values_of_resolvers_only_home_has_travel_resolved() -> None:
+    config = composed([])
+    OmegaConf.register_new_resolver("home_only", lambda: "from home", replace=True)
+    try:
+        with open_dict(config):
+            config.extra = {"home": "${home_only:}", "builtin": "${oc.env:HOME}"}
+        payload = json.loads(_payload.dumps(_payload.job_payload(config, {}, {}, {})))
+        paths = [item["path"] for item in payload["resolved_at_home"]]
+        assert ["extra", "home"] in paths and ["extra", "builtin"] not in paths
+        assert payload["config"]["extra"]["home"] == "${home_only:}"  # the interpolation itself travels
+        # the container has the resolver (its task module registered it): it resolves there
+        OmegaConf.register_new_resolver("home_only", lambda: "in the container", replace=True)
+        assert _payload.rebuild_config(payload).extra.home == "in the container"
+    finally:
+        OmegaConf.clear_resolver("home_only")
+    # it has not: the value resolved at home
+    assert _payload.rebuild_config(payload).extra.home == "from home"
+
+
+# ---- another Python ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def other_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Python 3.12 with the quantsweep wheel (no dependencies), hydra-core and omegaconf: no torch."""
+    if not OTHER_PYTHON.is_file():
+        pytest.skip(f"{OTHER_PYTHON} is not installed (pyenv's 3.12)")
+    from hydra_plugins.quantsweep_sagemaker._bundle import build_bundle
+
+    folder = tmp_path_factory.mktemp("python312")
+    bundle = build_bundle(folder / "bundle", REPO, None)
+    venv = folder / "venv"
+    subprocess.run([str(OTHER_PYTHON), "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONPATH", "VIRTUAL_ENV"))}
+    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "--no-deps", str(bundle.wheel)], check=True, env=env)
+    subprocess.run([*pip, "hydra-core>=1.3.2,<1.4", "omegaconf>=2.3,<2.4"], check=True, env=env)
+    return python
+
+
+def _run(python: Path, code: str, **kwargs: Any) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONPATH", "VIRTUAL_ENV"))}
+    result = subprocess.run(
+        [str(python), "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, **kwargs
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_a_payload_written_here_is_read_and_its_task_resolved_by_another_python(tmp_path, other_python):
+    import quantsweep.cli
+
+    config = composed(["quantization=static"])
+    task = _payload.task_reference(quantsweep.cli.run.__wrapped__)
+    path = tmp_path / "job.json"
+    path.write_text(_payload.dumps(_payload.job_payload(config, task, {}, {})))
+    assert b"\x80" not in path.read_bytes()  # text, no pickle opcodes
+    out = _run(
+        other_python,
+        f"""
+        import json, sys
+        from pathlib import Path
+        from hydra_plugins.quantsweep_sagemaker import _payload
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in {{"hydra", "omegaconf", "torch", "numpy"}})
+        payload = _payload.read_payload(Path({str(path)!r}))
+        _payload.set_hydra_state(payload)
+        task = _payload.load_task(payload["task"], Path({str(tmp_path / "code")!r}))
+        config = _payload.rebuild_config(payload)
+        print(json.dumps({{
+            "python": list(sys.version_info[:2]),
+            "heavy_after_import": heavy,
+            "task": [task.__module__, task.__qualname__, hasattr(task, "__wrapped__")],
+            "torch": "torch" in sys.modules,
+            "subdir": str(config.hydra.sweep.subdir),
+            "quantization": config.quantization.kind if "kind" in config.quantization else None,
+        }}))
+        """,
+    )
+    seen = json.loads(out.splitlines()[-1])
+    assert seen["python"] == [3, 12] and sys.version_info[:2] != (3, 12)
+    assert seen["heavy_after_import"] == []  # the reader module imports nothing heavy
+    # quantsweep.cli:run, undecorated: the function Hydra's run_job calls
+    assert seen["task"] == ["quantsweep.cli", "run", False]
+    assert seen["torch"] is False
+    # qs_job_name, registered by importing the task's module in 3.12, named the job's folder
+    assert seen["subdir"] == str(config.hydra.sweep.subdir) == "static-add_matmul-none"
+
+
+@pytest.mark.slow
+def test_a_job_runs_from_a_payload_in_another_python_and_comes_back_as_data(tmp_path, other_python):
+    """The container's entry in 3.12, on a script's task that travels as source text."""
+    script = tmp_path / "app" / "my_app.py"
+    script.parent.mkdir()
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys
+            import hydra
+
+            @hydra.main(version_base="1.3", config_path=".", config_name="config")
+            def my_app(cfg):
+                return {"python": f"{sys.version_info[0]}.{sys.version_info[1]}", "a": cfg.a}
+
+            if __name__ == "__main__":
+                raise SystemExit("the container must not run the script's main block")
+            """
+        )
+    )
+    (script.parent / "config.yaml").write_text("a: 1\n")
+    spec = importlib.util.spec_from_file_location("my_app", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["my_app"] = module  # imported as a module no installed package provides
+    try:
+        spec.loader.exec_module(module)
+        task = _payload.task_reference(module.my_app.__wrapped__)
+    finally:
+        del sys.modules["my_app"]
+    assert task["source"]["filename"] == "my_app.py"
+
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(script.parent), version_base="1.3", job_name="my_app"):
+        config = compose("config", overrides=["a=2"], return_hydra_config=True)
+    with open_dict(config):
+        config.hydra.job.id, config.hydra.job.num = "my_app_0", 0
+        config.hydra.overrides.task = ["a=2"]
+        config.hydra.sweep.dir = str(tmp_path / "sweep")
+        config.hydra.runtime.cwd = str(tmp_path)
+    root = tmp_path / "opt" / "ml"
+    (root / "input" / "data" / "job").mkdir(parents=True)
+    payload = _payload.job_payload(config, task, {}, {})
+    (root / "input" / "data" / "job" / _payload.PAYLOAD).write_text(_payload.dumps(payload))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONPATH", "VIRTUAL_ENV"))}
+    result = subprocess.run(
+        [str(other_python), "-m", "hydra_plugins.quantsweep_sagemaker._container"],
+        env={**env, "QUANTSWEEP_OPT_ML": str(root)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = _payload.read_return((root / "model" / _payload.RETURN).read_text())
+    assert record.status == "COMPLETED"
+    assert record.value == {"python": "3.12", "a": 2}
+    assert record.relative_dir == "0"
+    assert (root / "model" / "job" / ".hydra" / "overrides.yaml").is_file()
+    assert not list(root.rglob("*.pkl"))
+
+
+# ---- the container's install and the image's Python --------------------------------------
+
+
+def test_the_container_install_for_the_default_image_names_no_torch_pin_and_no_cuda(tmp_path) -> None:
+    import re
+
+    from hydra_plugins.quantsweep_sagemaker import _bundle
+    from hydra_plugins.quantsweep_sagemaker._core import COMMAND, default_image
+
+    image = default_image("us-east-1", "ml.c7i.2xlarge")
+    assert "pytorch-training" in image and "-cpu-py3" in image
+    bundle = _bundle.build_bundle(tmp_path / "bundle", REPO, None)
+    # the project's constraints pin torch for installs on this side; the container's do not
+    assert re.search(r"^torch==", (bundle.folder / "constraints.txt").read_text(), re.MULTILINE)
+    installs = "\n".join(
+        [
+            COMMAND,
+            (bundle.folder / _bundle.INSTALL_SCRIPT).read_text(),
+            (bundle.folder / _bundle.CONTAINER_CONSTRAINTS).read_text(),
+            _bundle.install_summary(bundle.folder),
+        ]
+    )
+    print(installs)
+    assert not re.search(r"torch\s*(==|~=|<|@)", installs)  # no pin: the image's torch is kept
+    assert not re.search(r"nvidia|cuda|triton|--extra-index-url|download\.pytorch", installs, re.I)
+    assert "bash install.sh" in COMMAND and "-c container-constraints.txt" in installs
+    assert _bundle.container_constraints(
+        "torch==2.13.0\nnvidia-cublas-cu12==12.1\nTriton>=3\nx<2\n"
+    ).endswith("\nx<2\n")
+
+
+def test_the_images_python_is_checked_against_requires_python() -> None:
+    from hydra_plugins.quantsweep_sagemaker import _bundle
+    from hydra_plugins.quantsweep_sagemaker.config import LauncherConfigError
+
+    requires = _bundle.requires_python(REPO)
+    assert requires == ">=3.10"
+    assert _bundle.default_image_python() == "3.13"  # the SDK's newest PyTorch training image: py313
+    _bundle.check_image_python("3.13", "image_python", requires)
+    _bundle.check_image_python("3.10", "image_python", requires)
+    for python, expected in (("3.9", "is '3.9'"), ("three", "is 'three'"), (None, "is None")):
+        with pytest.raises(LauncherConfigError) as refused:
+            _bundle.check_image_python(python, "image_python", requires)
+        assert f"`hydra.launcher.image_python` {expected}" in str(refused.value)
+        assert ">=3.10" in str(refused.value) and "\n" not in str(refused.value)
