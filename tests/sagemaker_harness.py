@@ -103,9 +103,40 @@ class ContainerImage:
         with _lock(venv.with_name(f"{key}-created")):
             if not (venv / "bin" / "python").exists():
                 subprocess.run([str(self.python), "-m", "venv", "--without-pip", str(venv)], check=True)
-                layer = _site_packages(venv) / "zz_image.pth"
-                layer.write_text(str(_site_packages(self.venv)) + "\n", encoding="utf-8")
+                site = _site_packages(venv)
+                (site / "zz_image.pth").write_text(str(_site_packages(self.venv)) + "\n", encoding="utf-8")
+                (site / f"{NETWORK_MODULE}.py").write_text(NETWORK, encoding="utf-8")
+                (site / f"{NETWORK_MODULE}.pth").write_text(f"import {NETWORK_MODULE}\n", encoding="utf-8")
         return venv
+
+
+# The container's network, as far as the harness can play it: a job runs on this machine, so
+# 127.0.0.1 would reach every server a test starts, which a real training job never could.
+# Every job environment imports this module at start-up (a .pth file); it refuses connections
+# to the host:port pairs listed in HARNESS_UNREACHABLE, as a firewall would.
+NETWORK_MODULE = "harness_network"
+NETWORK = """import os, socket
+
+_blocked = {
+    (host, int(port))
+    for host, _, port in (item.rpartition(":") for item in os.environ.get("HARNESS_UNREACHABLE", "").split(",") if item)
+}
+if _blocked:
+    _connect, _connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def _refused(address):
+        return isinstance(address, tuple) and tuple(address[:2]) in _blocked
+
+    def connect(self, address):
+        if _refused(address):
+            raise ConnectionRefusedError(111, f"{address[0]}:{address[1]} is unreachable from the container")
+        return _connect(self, address)
+
+    def connect_ex(self, address):
+        return 111 if _refused(address) else _connect_ex(self, address)
+
+    socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
+"""
 
 
 def _clean_environment() -> dict[str, str]:
@@ -116,7 +147,7 @@ def _clean_environment() -> dict[str, str]:
 def install_key(bundle: Path, command: list[str]) -> str:
     """What decides a job's install: the bundle's sources and constraints, and the command."""
     digest = hashlib.sha256("\0".join(command).encode())
-    for name in ("bundle.json", "container-constraints.txt", "install.sh"):
+    for name in ("bundle.json", "container-constraints.txt", "requirements.txt", "install.sh"):
         path = bundle / name
         digest.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"-") + b"\0")
     return digest.hexdigest()[:16]
@@ -129,6 +160,8 @@ class FakeSageMaker:
         # job name -> the environment its command ran in, and the variables it got
         self.environments: dict[str, Path] = {}
         self.variables: dict[str, dict[str, str]] = {}
+        # (host, port) pairs the containers cannot reach, e.g. a tracking server on 127.0.0.1
+        self.unreachable: set[tuple[str, int]] = set()
         # files a test has the "container" add to each job's model.tar.gz (name -> bytes)
         self.planted: dict[str, bytes] = {}
         self.jobs: queue.Queue[Any] = queue.Queue()
@@ -272,6 +305,7 @@ class FakeSageMaker:
             "HF_HOME": str(self.workdir / "hf-home"),
             **job.container_environment,
             "QUANTSWEEP_OPT_ML": str(root),
+            "HARNESS_UNREACHABLE": ",".join(f"{host}:{port}" for host, port in sorted(self.unreachable)),
             "SM_MODEL_DIR": str(root / "model"),
             "SM_OUTPUT_DATA_DIR": str(root / "output" / "data"),
             "SM_CHANNELS": json.dumps(sorted(channels)),

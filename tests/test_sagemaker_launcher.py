@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.parse
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from hydra.test_utils.test_utils import SweepTaskFunction
 import sagemaker_suite_tasks
 from quantsweep.testing import run_module
 from sagemaker_harness import ContainerImage, FakeSageMaker
+from test_mlflow_server import mlflow_server, rest, runs_of  # noqa: F401  (mlflow_server: a fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = [
@@ -94,6 +96,10 @@ def assert_isolated(fake: FakeSageMaker, names: list[str]) -> None:
         assert hf == {"HF_HOME", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"}, hf
 
 
+def _tag(run: dict[str, Any], key: str) -> str | None:
+    return next((t["value"] for t in run["data"].get("tags", []) if t["key"] == key), None)
+
+
 def objects(fake: FakeSageMaker, bucket: str) -> list[str]:
     listing = fake.client("s3").list_objects_v2(Bucket=bucket)
     return [item["Key"] for item in listing.get("Contents", [])]
@@ -116,7 +122,9 @@ def test_bad_settings_fail_before_anything_is_uploaded(tmp_path, sagemaker, dist
         (["hydra.launcher.role=null"], "`hydra.launcher.role` is None"),
         (["hydra.launcher.instance_type=c5.xlarge"], "`hydra.launcher.instance_type` is 'c5.xlarge'"),
         (["hydra.launcher.region=null"], "`hydra.launcher.region`"),
-        (["hydra.launcher.wait=false"], "local to this machine"),
+        # the container cannot reach the embedded store: every job is logged at home instead
+        (["hydra.launcher.mlflow_from_container=true"], "`hydra.launcher.mlflow_from_container` is True"),
+        (["hydra.launcher.bucket_owner=someone"], "`hydra.launcher.bucket_owner` is 'someone'"),
         # a custom image must say its Python, which is checked before anything is uploaded
         (
             ["hydra.launcher.image_uri=123456789012.dkr.ecr.us-east-1.amazonaws.com/quantsweep:1"],
@@ -192,7 +200,13 @@ def _json_blocks(text: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_remote_sweep_lands_like_a_local_one(tmp_path, sagemaker, distilbert_dir, conll_dir):
+def test_a_remote_sweep_lands_like_a_local_one(
+    tmp_path,
+    sagemaker,
+    distilbert_dir,
+    conll_dir,
+    mlflow_server,  # noqa: F811  (the fixture imported above)
+):
     bucket = sagemaker.create_bucket("remote-sweep")
     role = sagemaker.create_role_named("remote-sweep")
     sweep = tmp_path / "sweep"
@@ -202,11 +216,20 @@ def test_a_remote_sweep_lands_like_a_local_one(tmp_path, sagemaker, distilbert_d
         f"dataset.path={conll_dir}",
         "quantization=dynamic,static",
         *FAST,
+        f"mlflow.tracking_uri={mlflow_server}",
+        "mlflow.experiment_name=remote-sweep",
+        # the containers try to log too, and cannot: the server is on this side of the firewall
+        "hydra.launcher.mlflow_from_container=true",
         *launcher_args(sagemaker, bucket, role),
         f"hydra.sweep.dir={sweep}",
     ]
     before = set(sagemaker.finished)
-    result = run_module("quantsweep.cli", *args, cwd=tmp_path, env=sagemaker.environment())
+    server = urllib.parse.urlsplit(mlflow_server)
+    sagemaker.unreachable.add((str(server.hostname), int(server.port or 80)))
+    try:
+        result = run_module("quantsweep.cli", *args, cwd=tmp_path, env=sagemaker.environment())
+    finally:
+        sagemaker.unreachable.clear()
     # printed before anything is submitted: the exact install each job runs
     assert "Each training job runs the bundle's install.sh" in result.stderr
     assert "-c container-constraints.txt" in result.stderr
@@ -222,12 +245,31 @@ def test_a_remote_sweep_lands_like_a_local_one(tmp_path, sagemaker, distilbert_d
         assert saved["model_name_or_path"] == str(distilbert_dir)
         assert results["config"]["dataset"]["path"] == str(conll_dir)
     assert (sweep / "README.md").is_file() and (sweep / "results.csv").is_file()
-    # MLflow's local store got the remote jobs, logged at home after the download
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
-    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
-    assert sum("mlflow.parentRunId" in r.data.tags for r in runs) == 2
+    # The containers could not reach the server and said so; every job was logged at home,
+    # once, and fetching the sweep twice more logs nothing again.
+    for job in jobs:
+        assert "unreachable" in (job / "quantsweep.log").read_text(), job
+    said = result.stdout + result.stderr
+    assert said.count("MLflow: the container did not log") == 2, said[-3000:]
+    experiment = rest(mlflow_server, "experiments/get-by-name?experiment_name=remote-sweep")["experiment"]
+    logged = runs_of(mlflow_server, experiment["experiment_id"])
+    children = sorted(r["info"]["run_id"] for r in logged if _tag(r, "mlflow.parentRunId"))
+    assert len(children) == 2 and len(logged) == 3, logged
+    assert sorted(str(_tag(r, "quantsweep.job_dir")) for r in logged if _tag(r, "mlflow.parentRunId")) == [
+        str(j) for j in jobs
+    ]
+    for _ in range(2):
+        fetched = run_module(
+            "hydra_plugins.quantsweep_sagemaker._cli",
+            "fetch",
+            str(sweep),
+            cwd=tmp_path,
+            env=sagemaker.environment(),
+        )
+        assert fetched.stderr.count("home already") == 2, fetched.stderr[-3000:]
+        assert "2 of 2 job(s) home" in fetched.stderr
+    again = runs_of(mlflow_server, experiment["experiment_id"])
+    assert sorted(r["info"]["run_id"] for r in again) == sorted(r["info"]["run_id"] for r in logged)
 
     keys = objects(sagemaker, bucket)
     # model and data uploaded once for both jobs, content-addressed

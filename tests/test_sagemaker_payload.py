@@ -250,7 +250,8 @@ def test_the_container_install_for_the_default_image_names_no_torch_pin_and_no_c
             COMMAND,
             (bundle.folder / _bundle.INSTALL_SCRIPT).read_text(),
             (bundle.folder / _bundle.CONTAINER_CONSTRAINTS).read_text(),
-            _bundle.install_summary(bundle.folder),
+            (bundle.folder / _bundle.REQUIREMENTS).read_text(),
+            _bundle.install_summary((bundle.folder / _bundle.CONTAINER_CONSTRAINTS).read_text()),
         ]
     )
     print(installs)

@@ -295,7 +295,10 @@ def test_invalid_requests_are_refused_before_any_aws_call(tmp_path, aws, distilb
     role = str(
         client(aws, "iam").create_role(RoleName="refused", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
     )
-    image = "hydra.launcher.image_uri=123456789012.dkr.ecr.us-east-1.amazonaws.com/quantsweep:latest"
+    image = [
+        "hydra.launcher.image_uri=123456789012.dkr.ecr.us-east-1.amazonaws.com/quantsweep:latest",
+        "hydra.launcher.image_python=3.12",
+    ]
     bucket = "hydra.launcher.s3_prefix=s3://refused/quantsweep"
     cases = [
         # no s3_prefix: the SDK's default bucket would be created by the first AWS call
@@ -308,15 +311,15 @@ def test_invalid_requests_are_refused_before_any_aws_call(tmp_path, aws, distilb
             "`hydra.launcher.instance_type` is 'ml.c9x.2xlarge'",
         ),
         (
-            [bucket, image, "hydra.launcher.role=quantsweep-role"],
+            [bucket, *image, "hydra.launcher.role=quantsweep-role"],
             "`hydra.launcher.role` is 'quantsweep-role'",
         ),
         (
-            [bucket, image, f"hydra.launcher.role={role}", f"+hydra.launcher.tags.note={'x' * 300}"],
+            [bucket, *image, f"hydra.launcher.role={role}", f"+hydra.launcher.tags.note={'x' * 300}"],
             "`hydra.launcher.tags`",
         ),
         (
-            [bucket, image, f"hydra.launcher.role={role}", "hydra.launcher.instance_count=2"],
+            [bucket, *image, f"hydra.launcher.role={role}", "hydra.launcher.instance_count=2"],
             "`hydra.launcher.instance_count` is 2",
         ),
     ]
@@ -350,6 +353,7 @@ def test_wait_false_with_more_jobs_than_parallel_slots_uploads_nothing(
         f"hydra.launcher.role={role}",
         "hydra.launcher.s3_prefix=s3://no-wait/quantsweep",
         "hydra.launcher.image_uri=123456789012.dkr.ecr.us-east-1.amazonaws.com/quantsweep:latest",
+        "hydra.launcher.image_python=3.12",
         "hydra.launcher.wait=false",
         "hydra.launcher.max_parallel_jobs=2",
     )
@@ -372,8 +376,12 @@ def test_a_dry_run_defaults_to_the_cpu_instance_and_its_cpu_image(
         "hydra.launcher.role=arn:aws:iam::123456789012:role/dry-run",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    start = result.stdout.index("{")
+    start = result.stdout.index('{\n  "CreateTrainingJob"')
     printed = json.JSONDecoder().raw_decode(result.stdout[start:])[0]["CreateTrainingJob"]
     assert printed["resource_config"]["instance_type"] == DEFAULT_INSTANCE_TYPE
     assert "-cpu-" in printed["algorithm_specification"]["training_image"]
+    # the exact install each job would run, printed before anything is sent: no torch pin, no CUDA
+    install = result.stdout[:start]
+    assert "install.sh" in install and "container-constraints.txt" in install, install
+    assert "torch==" not in install and "nvidia" not in install.lower(), install
     assert violations(printed) == []

@@ -550,6 +550,19 @@ def dataset_inputs(results: dict[str, Any]) -> list[tuple[Any, str, dict[str, st
     return inputs
 
 
+def logged_run(job_dir: Path, settings: MlflowConfig) -> str | None:
+    """The MLflow run of a finished job if it is logged completely (its key tag is set), else None."""
+    from mlflow.tracking import MlflowClient
+
+    results = json.loads((job_dir / RESULTS_FILE).read_text(encoding="utf-8"))
+    with mlflow_calls():
+        client = MlflowClient(tracking_uri=tracking_uri(settings))
+        experiment = client.get_experiment_by_name(experiment_name(settings, results["config"]))
+        if experiment is None:
+            return None
+        return _find_run(client, experiment.experiment_id, RUN_KEY_TAG, _run_key(job_dir))
+
+
 def log_job(job_dir: Path, settings: MlflowConfig, sweep_dir: Path | None = None) -> str:
     """Log one finished job; returns its MLflow run id (the existing one if already logged)."""
     with mlflow_calls():

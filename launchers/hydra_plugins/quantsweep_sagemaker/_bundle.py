@@ -11,7 +11,7 @@ satisfies ``torch>=2.4`` keeps it. ``bundle.json`` names the sources the wheel w
 from; an image built with ``launchers/Dockerfile`` from the same bundle holds the same
 file, and then the job installs nothing (no internet needed at job time).
 
-Run as ``python -m hydra_plugins.quantsweep_sagemaker._bundle <folder>`` it writes the
+``quantsweep-sagemaker bundle <folder>`` writes the
 bundle there, for ``docker build`` with ``launchers/Dockerfile``.
 """
 
@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,13 +41,16 @@ _CUDA_OR_TORCH = re.compile(r"^\s*(torch|nvidia[-_]|triton|cuda[-_])", re.IGNORE
 # the image already holds this bundle (launchers/Dockerfile) or the job's environment sets
 # QUANTSWEEP_SKIP_INSTALL=1.
 INSTALL_SCRIPT = "install.sh"
+# what the job installs: the wheel, and sagemaker-mlflow when the container logs to a
+# SageMaker MLflow ARN (hydra.launcher.mlflow_from_container)
+REQUIREMENTS = "requirements.txt"
 INSTALL = f"""#!/bin/bash
 # quantsweep's install in the training image's Python, run by each job in the bundle channel
 set -e
 if [ "${{QUANTSWEEP_SKIP_INSTALL:-0}}" = 1 ] || cmp -s {BUNDLE_INFO} "${{QUANTSWEEP_PREINSTALLED:-{PREINSTALLED}}}"; then
   echo "quantsweep: installed in the image; nothing to install"
 else
-  python -m pip install --no-cache-dir --disable-pip-version-check -q quantsweep-*.whl -c {CONTAINER_CONSTRAINTS}
+  python -m pip install --no-cache-dir --disable-pip-version-check -q -r {REQUIREMENTS} -c {CONTAINER_CONSTRAINTS}
 fi
 """
 
@@ -100,7 +104,9 @@ def source_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
-def build_bundle(out: Path, root: Path | None = None, cache_dir: Path | None = None) -> Bundle:
+def build_bundle(
+    out: Path, root: Path | None = None, cache_dir: Path | None = None, extras: Sequence[str] = ()
+) -> Bundle:
     """The wheel and constraints in ``out``; the wheel is built once per state of the sources.
 
     Built wheels are kept in quantsweep's own cache (the sweep's ``cache_dir``; None: not
@@ -129,6 +135,7 @@ def build_bundle(out: Path, root: Path | None = None, cache_dir: Path | None = N
     (out / CONTAINER_CONSTRAINTS).write_text(container_constraints(text), encoding="utf-8")
     info = {"quantsweep": wheels[0].name.split("-")[1], "sources": source_digest(root)}
     (out / BUNDLE_INFO).write_text(json.dumps(info, sort_keys=True) + "\n", encoding="utf-8")
+    (out / REQUIREMENTS).write_text("\n".join([f"./{wheels[0].name}", *extras]) + "\n", encoding="utf-8")
     (out / INSTALL_SCRIPT).write_text(INSTALL, encoding="utf-8")
     digest = hashlib.sha256()
     for path in sorted(p for p in out.iterdir() if p.is_file()):
@@ -144,16 +151,16 @@ def container_constraints(text: str) -> str:
     return "\n".join([header, *kept]) + "\n"
 
 
-def install_summary(folder: Path) -> str:
-    """What each job installs, for the user to read before anything is submitted."""
-    constraints = (folder / CONTAINER_CONSTRAINTS).read_text(encoding="utf-8")
+def install_summary(constraints: str, extras: Sequence[str] = ()) -> str:
+    """What each job installs (``constraints``: the container's), for the user to read before anything is sent."""
     pins = [line for line in constraints.splitlines() if line.strip() and not line.startswith("#")]
     return (
         f"Each training job runs the bundle's {INSTALL_SCRIPT} before the job, in the image's Python:\n"
         + "".join(f"  | {line}\n" for line in INSTALL.splitlines())
+        + f"  {REQUIREMENTS}: the quantsweep wheel{''.join(f'; {e}' for e in extras)}\n"
         + f"  {CONTAINER_CONSTRAINTS}: {'; '.join(pins) or '(none)'}\n"
-        "  The image's torch is kept when it satisfies torch>=2.4. Installing needs PyPI from the job; "
-        "an image built with launchers/Dockerfile from this bundle installs nothing."
+        "  The image's torch is kept when it satisfies torch>=2.4 (the constraints pin no torch). Installing "
+        "needs PyPI from the job; an image built with launchers/Dockerfile from this bundle installs nothing."
     )
 
 
@@ -241,22 +248,3 @@ def _pip_wheel(root: Path, out: Path) -> None:
     )
     if result.returncode != 0:
         raise BundleError(f"Building the quantsweep wheel from {root} failed:\n{result.stderr[-2000:]}")
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Write the bundle into a folder, for ``docker build -f launchers/Dockerfile <folder>``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="python -m hydra_plugins.quantsweep_sagemaker._bundle",
-        description="Write the SageMaker job bundle (wheel, constraints, bundle.json) into a folder.",
-    )
-    parser.add_argument("folder", type=Path)
-    parser.add_argument("--project-dir", type=Path, default=None, help="the quantsweep checkout")
-    args = parser.parse_args(argv)
-    bundle = build_bundle(args.folder, args.project_dir, None)
-    print("\n".join(str(p) for p in bundle.files))
-
-
-if __name__ == "__main__":
-    main()

@@ -66,6 +66,8 @@ def run(root: Path) -> int:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if sweep_dir.is_absolute():  # the user's absolute folders do not exist here
             config.hydra.sweep.dir = str(work / "absolute" / sweep_dir.relative_to(sweep_dir.anchor))
+            # what the job writes about its folder (a log line naming quantsweep-log) reads true at home
+            replacements[str(config.hydra.sweep.dir)] = str(sweep_dir)
         for key, channel in payload["inputs"].items():
             local = root / "input" / "data" / str(channel["channel"]) / str(channel["name"])
             replacements[str(local)] = str(OmegaConf.select(config, key))

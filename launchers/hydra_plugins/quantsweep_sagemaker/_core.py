@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
 import sys
 import tempfile
 import time
@@ -20,18 +19,31 @@ from typing import TYPE_CHECKING, Any
 from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
 from omegaconf import DictConfig, open_dict
 
-from hydra_plugins.quantsweep_sagemaker._bundle import INSTALL_SCRIPT
+from hydra_plugins.quantsweep_sagemaker import _payload
+from hydra_plugins.quantsweep_sagemaker._bundle import (
+    CONSTRAINTS,
+    CONTAINER_CONSTRAINTS,
+    INSTALL_SCRIPT,
+    check_image_python,
+    container_constraints,
+    default_image_python,
+    install_summary,
+    project_root,
+    requires_python,
+)
 from hydra_plugins.quantsweep_sagemaker._container import ROOT_VARIABLE
+from hydra_plugins.quantsweep_sagemaker._home import RECORD_FILE, Home, SweepRecord, bring_home, log_at_home
+from hydra_plugins.quantsweep_sagemaker._s3 import Store, caller_account
 from hydra_plugins.quantsweep_sagemaker._validate import check_request
 from hydra_plugins.quantsweep_sagemaker.config import (
     SageMakerLauncherConf,
     check,
     check_sweep,
-    is_local_tracking,
     resolved_region,
 )
 
 if TYPE_CHECKING:
+    from hydra_plugins.quantsweep_sagemaker._watch import Outcome
     from hydra_plugins.quantsweep_sagemaker.launcher import SageMakerLauncher
 
 log = logging.getLogger(__name__)
@@ -131,8 +143,9 @@ def build_request(
         "stopping_condition": stopping,
         "enable_managed_spot_training": bool(settings.use_spot_instances),
         "environment": {**dict(settings.environment), **environment},
-        "tags": [{"key": str(k), "value": str(v)} for k, v in dict(settings.tags).items()],
     }
+    if settings.tags:  # none: no Tags field, so creating needs no sagemaker:AddTags permission
+        request["tags"] = [{"key": str(k), "value": str(v)} for k, v in dict(settings.tags).items()]
     if settings.subnets or settings.security_group_ids:
         request["vpc_config"] = {
             "subnets": list(settings.subnets),
@@ -176,6 +189,9 @@ def launch(
     # before anything is built, looked up or uploaded
     check(settings, tracking_uri, enabled)
     check_sweep(settings, len(job_overrides))
+    _check_image_python(settings)
+    # the task travels as its import path: one that has none is refused before anything else
+    _payload.task_reference(launcher.task_function)
     region = resolved_region(settings)
     assert region is not None
     sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -219,14 +235,39 @@ def launch(
     requests(prefix, settings.image_uri or default_image(region, settings.instance_type))
 
     if settings.dry_run:
-        return _dry_run(planned)
-    return _run_remotely(launcher, planned, region, prefix, enabled and is_local_tracking(tracking_uri))
+        return _dry_run(planned, _install(settings, tracking_uri))
+    return _run_remotely(launcher, planned, region, prefix, tracking_uri)
 
 
-def _dry_run(planned: list[PlannedJob]) -> list[JobReturn]:
+def _check_image_python(settings: SageMakerLauncherConf) -> None:
+    """The image's Python (the setting for a custom image, the SDK's for the default) must be supported."""
+    project = Path(settings.project_dir) if settings.project_dir else None
+    if settings.image_uri:
+        check_image_python(settings.image_python, "image_python", requires_python(project))
+    else:
+        check_image_python(default_image_python(), "image_uri", requires_python(project))
+
+
+def _extras(settings: SageMakerLauncherConf, tracking_uri: str | None) -> list[str]:
+    """What the container installs beside the wheel: the MLflow plugin for an ARN it logs to."""
+    if settings.mlflow_from_container and str(tracking_uri or "").startswith("arn:aws"):
+        return ["sagemaker-mlflow"]
+    return []
+
+
+def _install(settings: SageMakerLauncherConf, tracking_uri: str | None) -> str:
+    """The exact install each job will run, from the project's constraints."""
+    root = Path(settings.project_dir) if settings.project_dir else project_root()
+    constraints = root / CONSTRAINTS
+    text = constraints.read_text(encoding="utf-8") if constraints.is_file() else ""
+    return install_summary(container_constraints(text), _extras(settings, tracking_uri))
+
+
+def _dry_run(planned: list[PlannedJob], install: str) -> list[JobReturn]:
     print(
         f"quantsweep SageMaker launcher, dry run: {len(planned)} training job(s) would be created; nothing was sent."
     )
+    print(install)
     for job in planned:
         print(json.dumps({"CreateTrainingJob": job.request}, indent=2, sort_keys=False))
     returns = []
@@ -244,28 +285,9 @@ def _dry_run(planned: list[PlannedJob]) -> list[JobReturn]:
     return returns
 
 
-# ---- the real thing: upload, submit, watch, bring home ----------------------------------
+# ---- the real thing: upload, record, submit and watch, bring home ------------------------
 
 LOCAL_INPUT_KEYS = ("model_name_or_path", "dataset.path")
-FINAL = {"Completed", "Failed", "Stopped"}
-
-
-def _split(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri[len("s3://") :].partition("/")
-    return bucket, key
-
-
-def _upload_folder(s3: Any, source: Path, uri: str) -> None:
-    bucket, key = _split(uri)
-    files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
-    for path in files:
-        relative = path.name if source.is_file() else path.relative_to(source).as_posix()
-        s3.upload_file(str(path), bucket, f"{key}/{relative}")
-
-
-def _exists(s3: Any, uri: str) -> bool:
-    bucket, key = _split(uri)
-    return bool(s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("KeyCount", 0))
 
 
 def _local_inputs(config: DictConfig) -> dict[str, Path]:
@@ -286,35 +308,8 @@ def _content_digest(path: Path) -> str:
     return (folder_digest(path) if path.is_dir() else file_digest(path))[:20]
 
 
-def _shapes(request: dict[str, Any]) -> dict[str, Any]:
-    """The request as sagemaker-core's typed shapes."""
-    from sagemaker.core import shapes
-    from sagemaker.core.resources import Tag
-
-    kwargs = dict(request)
-    kwargs["algorithm_specification"] = shapes.AlgorithmSpecification(**request["algorithm_specification"])
-    kwargs["input_data_config"] = [
-        shapes.Channel(
-            channel_name=c["channel_name"],
-            input_mode=c["input_mode"],
-            data_source=shapes.DataSource(
-                s3_data_source=shapes.S3DataSource(**c["data_source"]["s3_data_source"])
-            ),
-        )
-        for c in request["input_data_config"]
-    ]
-    kwargs["output_data_config"] = shapes.OutputDataConfig(**request["output_data_config"])
-    kwargs["resource_config"] = shapes.ResourceConfig(**request["resource_config"])
-    kwargs["stopping_condition"] = shapes.StoppingCondition(**request["stopping_condition"])
-    if "vpc_config" in request:
-        kwargs["vpc_config"] = shapes.VpcConfig(**request["vpc_config"])
-    kwargs["tags"] = [Tag(**t) for t in request["tags"]] or None
-    if kwargs["tags"] is None:
-        del kwargs["tags"]
-    return kwargs
-
-
-def _last_log_lines(session: Any, name: str, count: int = 20) -> list[str]:
+def last_log_lines(session: Any, name: str, count: int = 20) -> list[str]:
+    """The end of a job's CloudWatch log, to show beside its FailureReason."""
     try:
         logs = session.client("logs")
         group = "/aws/sagemaker/TrainingJobs"
@@ -339,36 +334,31 @@ def _cache_dir(config: DictConfig) -> Path | None:
     return Path(str(config.cache_dir))
 
 
-def _run_remotely(
-    launcher: SageMakerLauncher, planned: list[PlannedJob], region: str, prefix: str, log_locally: bool
-) -> list[JobReturn]:
-    from sagemaker.core.resources import TrainingJob
+def fetch_hint(sweep_dir: Path) -> str:
+    return f"bring it home later with: quantsweep-sagemaker fetch {sweep_dir}"
 
-    from hydra_plugins.quantsweep_sagemaker import _payload
-    from hydra_plugins.quantsweep_sagemaker._bundle import (
-        build_bundle,
-        check_image_python,
-        default_image_python,
-        install_summary,
-        requires_python,
-    )
+
+def _upload(
+    launcher: SageMakerLauncher,
+    planned: list[PlannedJob],
+    store: Store,
+    prefix: str,
+    tracking_uri: str | None,
+) -> None:
+    """The bundle, each job's local inputs (content-addressed) and each job's payload, to S3."""
+    from hydra_plugins.quantsweep_sagemaker._bundle import build_bundle
 
     settings = launcher.settings
     assert launcher.config is not None
-    project = Path(settings.project_dir) if settings.project_dir else None
-    # before anything is uploaded: the task must travel as data, the image's Python must be supported
     task = _payload.task_reference(launcher.task_function)
-    if settings.image_uri:
-        check_image_python(settings.image_python, "image_python", requires_python(project))
-    else:
-        check_image_python(default_image_python(), "image_uri", requires_python(project))
-    session = _boto_session(region)
-    s3 = session.client("s3")
+    project = Path(settings.project_dir) if settings.project_dir else None
+    environment = {} if settings.mlflow_from_container else {"QUANTSWEEP_MLFLOW_DEFERRED": "1"}
     with tempfile.TemporaryDirectory(prefix="quantsweep-sagemaker-") as tmp:
-        bundle = build_bundle(Path(tmp) / "bundle", project, _cache_dir(launcher.config))
-        print(install_summary(bundle.folder), file=sys.stderr)
-        bundle_uri = f"{prefix}/bundle"
-        _upload_folder(s3, bundle.folder, bundle_uri)
+        extras = _extras(settings, tracking_uri)
+        bundle = build_bundle(Path(tmp) / "bundle", project, _cache_dir(launcher.config), extras)
+        print(install_summary((bundle.folder / CONTAINER_CONSTRAINTS).read_text(), extras), file=sys.stderr)
+        bundle_uri = f"{prefix}/{BUNDLE_CHANNEL}"
+        store.upload_folder(bundle.folder, bundle_uri)
         log.info("Uploaded the job bundle (%s) to %s", ", ".join(p.name for p in bundle.files), bundle_uri)
         inputs_root = (
             str(settings.s3_prefix).rstrip("/") if settings.s3_prefix else prefix.rsplit("/", 1)[0]
@@ -377,164 +367,125 @@ def _run_remotely(
             channels: dict[str, tuple[str, str]] = {}
             for number, (key, path) in enumerate(sorted(_local_inputs(job.config).items())):
                 uri = f"{inputs_root}/{_content_digest(path)}"
-                if not _exists(s3, uri):  # content-addressed: an unchanged model is uploaded once
-                    _upload_folder(s3, path, f"{uri}/{path.name}")
+                if not store.exists(uri):  # content-addressed: an unchanged model is uploaded once
+                    store.upload_folder(path, f"{uri}/{path.name}")
                     log.info("Uploaded %s to %s", path, uri)
                 channel = f"input{number}"
                 channels[key] = (channel, path.name)
                 job.request["input_data_config"].append(s3_channel(channel, uri))
-            payload = _payload.job_payload(
-                job.config,
-                task,
-                channels,
-                {"QUANTSWEEP_MLFLOW_DEFERRED": "1"} if log_locally else {},
-            )
+            payload = _payload.job_payload(job.config, task, channels, environment)
             job_file = Path(tmp) / f"{job.name}.json"
             job_file.write_text(_payload.dumps(payload), encoding="utf-8")
-            bucket, key = _split(
-                job.request["input_data_config"][1]["data_source"]["s3_data_source"]["s3_uri"]
-            )
-            s3.upload_file(str(job_file), bucket, f"{key}/{_payload.PAYLOAD}")
+            store.upload_file(job_file, f"{prefix}/{JOB_CHANNEL}s/{job.name}/{_payload.PAYLOAD}")
+
+
+def _run_remotely(
+    launcher: SageMakerLauncher, planned: list[PlannedJob], region: str, prefix: str, tracking_uri: str | None
+) -> list[JobReturn]:
+    from hydra_plugins.quantsweep_sagemaker._watch import watch
+
+    settings = launcher.settings
+    assert launcher.config is not None and launcher.hydra_context is not None
+    callbacks = launcher.hydra_context.callbacks
+    session = _boto_session(region)
+    store = Store(session.client("s3"), str(settings.bucket_owner or caller_account(session)))
+    _upload(launcher, planned, store, prefix, tracking_uri)
+    sweep_dir = Path(str(launcher.config.hydra.sweep.dir)).resolve()
+    # before the first create: every job the launcher may create can be found again
+    record = SweepRecord(
+        region=region,
+        prefix=prefix,
+        bucket_owner=store.owner,
+        sweep_dir=str(sweep_dir),
+        jobs=[{"name": j.name, "index": j.index, "overrides": j.overrides, "home": None} for j in planned],
+    )
+    record.save(sweep_dir)
+    store.put_json(json.loads((sweep_dir / RECORD_FILE).read_text(encoding="utf-8")), record.s3_uri)
 
     returns: dict[str, JobReturn] = {}
-    pending = list(planned)
-    running: dict[str, tuple[PlannedJob, Any, float]] = {}
-    states: dict[str, str] = {}
-    shown: dict[str, str] = {}
-    try:
-        while pending or running:
-            while pending and len(running) < settings.max_parallel_jobs:
-                job = pending.pop(0)
-                created = TrainingJob.create(**_shapes(job.request), session=session, region=region)
-                running[job.name] = (job, created, time.monotonic())
-                states[job.name] = "Submitted"
-            if states != shown:
-                shown = dict(states)
-                _show(states, running)
-            if not settings.wait:
-                for name, (job, _, _) in running.items():
-                    returns[name] = _submitted(job)
-                if pending:
-                    raise RuntimeError("wait=false needs max_parallel_jobs >= the number of jobs")
-                break
-            time.sleep(settings.poll_seconds)
-            for name in list(running):
-                job, handle, _ = running[name]
-                handle.refresh()
-                status = str(handle.training_job_status)
-                states[name] = status
-                if status in FINAL:
-                    del running[name]
-                    returns[name] = _bring_home(launcher, job, handle, session, log_locally)
-                    assert launcher.hydra_context is not None
-                    launcher.hydra_context.callbacks.on_job_end(config=job.config, job_return=returns[name])
-            if states != shown:  # the display changes when a job's state does
-                shown = dict(states)
-                _show(states, running)
-    except KeyboardInterrupt:
-        stopped = []
-        for name, (_, handle, _) in running.items():
-            try:
-                handle.stop()
-                stopped.append(name)
-            except Exception as error:
-                print(f"Could not stop {name}: {error}", file=sys.stderr)
+
+    def bring(job: PlannedJob, description: dict[str, Any]) -> Home | None:
+        if description.get("TrainingJobStatus") != "Completed":
+            return None  # SageMaker keeps no output of a Failed or Stopped job
+        home = bring_home(store, job.name, description, sweep_dir)
+        record.mark_home(job.name, home.record.relative_dir)
+        record.save(sweep_dir)
+        if home.record.status == "COMPLETED":
+            log_at_home(home.job_dir, sweep_dir, settings.mlflow_from_container)
+        return home
+
+    def finished(job: PlannedJob, outcome: Outcome[Home | None]) -> None:
+        returns[job.name] = _job_return(job, outcome, session)
+        callbacks.on_job_end(config=job.config, job_return=returns[job.name])
+
+    outcomes = watch(
+        session.client("sagemaker"),
+        planned,
+        max_parallel_jobs=settings.max_parallel_jobs,
+        poll_seconds=settings.poll_seconds,
+        wait=settings.wait,
+        bring_home=bring,
+        on_finished=finished,
+        fetch_hint=fetch_hint(sweep_dir),
+    )
+    for job in planned:
+        if job.name not in returns and job.name in outcomes:
+            returns[job.name] = _job_return(job, outcomes[job.name], session)
+    if not settings.wait:
         print(
-            f"Interrupted: stopped {len(stopped)} SageMaker training job(s): {', '.join(stopped) or 'none'}",
+            f"When they have ended, bring the results home (card, MLflow) with: "
+            f"quantsweep-sagemaker fetch {sweep_dir}",
             file=sys.stderr,
         )
-        raise
     return [returns[job.name] for job in planned if job.name in returns]
 
 
-def _show(states: dict[str, str], running: dict[str, Any]) -> None:
-    now = time.monotonic()
-    lines = [
-        f"  {name:<63} {state:<11} {now - running[name][2]:>6.0f} s"
-        if name in running
-        else f"  {name:<63} {state}"
-        for name, state in states.items()
-    ]
-    print("SageMaker jobs:\n" + "\n".join(lines), file=sys.stderr)
-
-
-def _submitted(job: PlannedJob) -> JobReturn:
-    ret = JobReturn()
-    ret.overrides = job.overrides
-    ret.cfg = job.config
-    ret.hydra_cfg = job.config
-    ret.status = JobStatus.COMPLETED
-    ret.return_value = {"training_job": job.name}
-    ret.working_dir = ""
-    return ret
-
-
-def _bring_home(
-    launcher: SageMakerLauncher, job: PlannedJob, handle: Any, session: Any, log_locally: bool
-) -> JobReturn:
-    """Download and unpack a finished job's folder into the local sweep; its JobReturn."""
+def _base_return(job: PlannedJob) -> JobReturn:
+    """A JobReturn as Hydra's run_job makes them: the task config, and the hydra node apart."""
     import copy
-    import tarfile
 
     from omegaconf import OmegaConf, read_write
 
-    from hydra_plugins.quantsweep_sagemaker._payload import RETURN, read_return
-
     ret = JobReturn()
     ret.overrides = job.overrides
-    # as Hydra's run_job returns them: the task config, and the hydra node apart
     ret.cfg = copy.deepcopy(job.config)
     with read_write(ret.cfg), open_dict(ret.cfg):
         del ret.cfg["hydra"]
     ret.hydra_cfg = OmegaConf.create({"hydra": copy.deepcopy(job.config.hydra)})
     ret.task_name = str(job.config.hydra.job.name)
-    sweep_dir = Path(str(job.config.hydra.sweep.dir)).resolve()
-    status = str(handle.training_job_status)
-    artifacts = getattr(getattr(handle, "model_artifacts", None), "s3_model_artifacts", None)
-    if status == "Completed" and isinstance(artifacts, str):
-        bucket, key = _split(artifacts)
-        with tempfile.TemporaryDirectory(prefix="quantsweep-sagemaker-") as tmp:
-            archive = Path(tmp) / "model.tar.gz"
-            session.client("s3").download_file(bucket, key, str(archive))
-            with tarfile.open(archive) as tar:
-                tar.extractall(Path(tmp) / "model", filter="data")
-            # data only: the JSON record; any other file (a planted return.pkl) is never loaded
-            record = read_return((Path(tmp) / "model" / RETURN).read_text(encoding="utf-8"))
-            local_dir = (sweep_dir / record.relative_dir).resolve()
-            if (Path(tmp) / "model" / "job").is_dir():
-                shutil.copytree(Path(tmp) / "model" / "job", local_dir, dirs_exist_ok=True)
-        ret.working_dir = str(local_dir) if record.chdir else str(job.config.hydra.runtime.cwd)
-        ret.status = JobStatus[record.status]
-        ret.return_value = record.value
-        with open_dict(ret.hydra_cfg):
-            ret.hydra_cfg.hydra.runtime.output_dir = str(local_dir)
-        if log_locally and ret.status == JobStatus.COMPLETED:
-            _log_to_mlflow(local_dir, job.config, sweep_dir)
-        return ret
-    reason = getattr(handle, "failure_reason", None) or status
-    lines = _last_log_lines(session, job.name)
-    ret.status = JobStatus.FAILED
-    ret.return_value = RuntimeError(
-        f"SageMaker training job {job.name} ended {status}: {reason}\nLast log lines:\n" + "\n".join(lines)
-    )
     ret.working_dir = ""
     return ret
 
 
-def _log_to_mlflow(job_dir: Path, config: DictConfig, sweep_dir: Path) -> None:
-    from quantsweep.config import MlflowConfig
-    from quantsweep.results import RESULTS_FILE
-    from quantsweep.tracking import log_job
+def _job_return(job: PlannedJob, outcome: Outcome[Home | None], session: Any) -> JobReturn:
+    """What Hydra gets for a job: its return value when home, else an error that says what happened."""
+    from hydra_plugins.quantsweep_sagemaker._watch import NOT_SUBMITTED, SUBMITTED
 
-    if not (job_dir / RESULTS_FILE).is_file():
-        return
-    node = config.get("mlflow") or {}
-    settings = MlflowConfig(
-        enabled=True, tracking_uri=node.get("tracking_uri"), experiment_name=node.get("experiment_name")
-    )
-    try:
-        log_job(job_dir, settings, sweep_dir)
-    except Exception as error:
-        log.warning(
-            "Could not log %s to MLflow (%s); quantsweep-log %s uploads it later.", job_dir, error, job_dir
+    ret = _base_return(job)
+    if outcome.status == SUBMITTED:
+        ret.status = JobStatus.COMPLETED  # wait=false: created and left to run
+        ret.return_value = {"training_job": job.name}
+        return ret
+    ret.status = JobStatus.FAILED
+    home = outcome.result
+    if outcome.status == NOT_SUBMITTED:
+        ret.return_value = RuntimeError(f"SageMaker training job {job.name} was {outcome.reason}")
+    elif outcome.error is not None:
+        ret.return_value = RuntimeError(
+            f"SageMaker training job {job.name} ended {outcome.status}, and was not brought home: "
+            f"{outcome.error}; its output stays at {outcome.output}; {fetch_hint(Path(str(job.config.hydra.sweep.dir)))}"
         )
+    elif home is not None:
+        ret.status = JobStatus[home.record.status]
+        ret.return_value = home.record.value
+        ret.working_dir = str(home.job_dir) if home.record.chdir else str(job.config.hydra.runtime.cwd)
+        assert ret.hydra_cfg is not None
+        with open_dict(ret.hydra_cfg):
+            ret.hydra_cfg.hydra.runtime.output_dir = str(home.job_dir)
+    else:
+        lines = last_log_lines(session, job.name)
+        ret.return_value = RuntimeError(
+            f"SageMaker training job {job.name} ended {outcome.status}: {outcome.reason}\nLast log lines:\n"
+            + "\n".join(lines)
+        )
+    return ret

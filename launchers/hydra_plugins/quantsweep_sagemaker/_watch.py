@@ -160,7 +160,7 @@ def _http_status(error: BaseException) -> int:
     return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
 
 
-def _brief(error: BaseException) -> str:
+def brief(error: BaseException) -> str:
     """One line: the AWS error code and message, or the exception's type and text."""
     response = getattr(error, "response", None)
     if isinstance(response, dict) and response.get("Error"):
@@ -193,7 +193,7 @@ def is_throttled(error: BaseException) -> bool:
     return (
         _error_code(error) in _THROTTLED
         or _http_status(error) == 429
-        or "rate exceeded" in _brief(error).lower()
+        or "rate exceeded" in brief(error).lower()
     )
 
 
@@ -211,17 +211,17 @@ def _answered(error: BaseException) -> bool:
     return bool(_error_code(error)) and 400 <= _http_status(error) < 500
 
 
-def _not_found(error: BaseException) -> bool:
+def not_found(error: BaseException) -> bool:
     """The job does not exist (SageMaker says ResourceNotFound, or ValidationException "... not found")."""
     code = _error_code(error)
     return code == "ResourceNotFound" or (
-        code == "ValidationException" and "not found" in _brief(error).lower()
+        code == "ValidationException" and "not found" in brief(error).lower()
     )
 
 
 def _already_exists(error: BaseException) -> bool:
     code = _error_code(error)
-    return code in ("ResourceInUse", "ValidationException") and "already exist" in _brief(error).lower()
+    return code in ("ResourceInUse", "ValidationException") and "already exist" in brief(error).lower()
 
 
 def _message(description: Mapping[str, Any]) -> str:
@@ -290,6 +290,32 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def call(
+    client: Any,
+    operation: str,
+    params: Mapping[str, Any],
+    backoff: Backoff | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+) -> Any:
+    """One SageMaker call (``describe_training_job``, ...), retried with backoff while throttled or transient."""
+    method = getattr(client, operation)
+    backoff = backoff or Backoff()
+    rng = rng or random.Random()
+    retry = 0
+    while True:
+        try:
+            return method(**params)
+        except Exception as error:
+            if not is_retryable(error) or retry >= backoff.attempts:
+                raise
+            wait = backoff.delay(retry, rng)
+            api = "".join(word.title() for word in operation.split("_"))
+            _say(f"SageMaker {api}: {brief(error)}; retry {retry + 1} in {wait:.1f} s")
+            sleep(wait)
+            retry += 1
+
+
 # ---- the loop --------------------------------------------------------------------------------
 
 
@@ -324,20 +350,7 @@ class _Watch(Generic[J, R]):
         return str(self.client.meta.region_name)
 
     def call(self, operation: str, **params: Any) -> Any:
-        """One SageMaker call, retried with backoff while throttled or transient."""
-        method = getattr(self.client, operation)
-        retry = 0
-        while True:
-            try:
-                return method(**params)
-            except Exception as error:
-                if not is_retryable(error) or retry >= self.backoff.attempts:
-                    raise
-                wait = self.backoff.delay(retry, self.rng)
-                api = "".join(word.title() for word in operation.split("_"))
-                _say(f"SageMaker {api}: {_brief(error)}; retry {retry + 1} in {wait:.1f} s")
-                self.sleep(wait)
-                retry += 1
+        return call(self.client, operation, params, self.backoff, self.sleep, self.rng)
 
     # -- submitting
 
@@ -360,7 +373,7 @@ class _Watch(Generic[J, R]):
                 sent = sent or not _answered(error)
                 wait = self.backoff.delay(retry, self.rng)
                 _say(
-                    f"SageMaker CreateTrainingJob {job.name}: {_brief(error)}; retry {retry + 1} in {wait:.1f} s"
+                    f"SageMaker CreateTrainingJob {job.name}: {brief(error)}; retry {retry + 1} in {wait:.1f} s"
                 )
                 self.sleep(wait)
                 retry += 1
@@ -391,11 +404,11 @@ class _Watch(Generic[J, R]):
         names = [job.name for job in self.pending]
         for job in self.pending:
             self.outcomes[job.name] = Outcome(
-                job.name, NOT_SUBMITTED, reason=f"not submitted: {_brief(error)}", error=error
+                job.name, NOT_SUBMITTED, reason=f"not submitted: {brief(error)}", error=error
             )
         self.pending.clear()
         lines = [
-            f"SageMaker refused to create {names[0]}: {_brief(error)}",
+            f"SageMaker refused to create {names[0]}: {brief(error)}",
             f"  not submitted ({len(names)}): {', '.join(names)}",
         ]
         if self.running:
@@ -458,7 +471,7 @@ class _Watch(Generic[J, R]):
         except Exception as error:
             outcome.error = error
             _say(
-                f"SageMaker {job.name}: finished on SageMaker ({status}), not brought home: {_brief(error)}\n"
+                f"SageMaker {job.name}: finished on SageMaker ({status}), not brought home: {brief(error)}\n"
                 f"  its output stays at {outcome.output}"
                 + (f"; {self.fetch_hint}" if self.fetch_hint else "")
             )
@@ -540,7 +553,7 @@ class _Watch(Generic[J, R]):
                     elif status not in RUNNING:
                         pass  # ended meanwhile: reported below as finished, not brought home
                     else:
-                        unstoppable.append((name, _brief(stop_error)))
+                        unstoppable.append((name, brief(stop_error)))
                 done.add(name)
         finally:
             # a second Ctrl-C while stopping: what was not dealt with may still be running
@@ -552,7 +565,7 @@ class _Watch(Generic[J, R]):
         try:
             description = self.call("describe_training_job", TrainingJobName=name)
         except Exception as error:
-            return None if _not_found(error) else "InProgress"
+            return None if not_found(error) else "InProgress"
         status = str(description.get("TrainingJobStatus"))
         if status not in RUNNING and name in self.running:
             job = self.running[name].job
@@ -571,9 +584,7 @@ class _Watch(Generic[J, R]):
         maybe: str | None,
     ) -> None:
         what = (
-            "was interrupted (Ctrl-C)"
-            if isinstance(error, KeyboardInterrupt)
-            else f"failed ({_brief(error)})"
+            "was interrupted (Ctrl-C)" if isinstance(error, KeyboardInterrupt) else f"failed ({brief(error)})"
         )
         lines = [
             f"SageMaker: the watch loop {what}; stopping the training jobs it started, so that none keeps billing."

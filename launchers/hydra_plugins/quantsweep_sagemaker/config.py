@@ -65,8 +65,16 @@ class SageMakerLauncherConf:
     subnets: list[str] = field(default_factory=list)
     security_group_ids: list[str] = field(default_factory=list)
     poll_seconds: float = 30.0
-    # false: submit and return; results are fetched later (needs a remote MLflow or none)
+    # false: submit and return; `quantsweep-sagemaker fetch <sweep dir>` brings the results
+    # home later (and logs them to MLflow)
     wait: bool = True
+    # MLflow is always logged at home, once a job's results are there (the same idempotent
+    # path as quantsweep-log); true: the container logs too, as the job ends (it needs to
+    # reach the tracking server; a SageMaker MLflow ARN gets the sagemaker-mlflow plugin)
+    mlflow_from_container: bool = False
+    # the AWS account that owns the S3 bucket; every S3 call passes it as ExpectedBucketOwner
+    # (null: the account of the credentials in use)
+    bucket_owner: str | None = None
     # print the training-job requests and send nothing
     dry_run: bool = False
     # the quantsweep source checkout the bundle's wheel is built from
@@ -126,13 +134,22 @@ def check(conf: Any, tracking_uri: str | None, mlflow_enabled: bool) -> None:
             conf.s3_prefix,
             "expected s3://<bucket>/<prefix>, or null for the SDK's default bucket.",
         )
-    if mlflow_enabled and is_local_tracking(tracking_uri) and not conf.wait:
+    if conf.bucket_owner is not None and not (
+        str(conf.bucket_owner).isdigit() and len(str(conf.bucket_owner)) == 12
+    ):
         raise _fail(
-            "wait",
-            False,
-            f"the MLflow tracking URI {tracking_uri or '(the embedded store under outputs/)'} is local to this "
-            "machine, so results must be brought home before they can be logged: keep wait=true, or use an "
-            "http(s) tracking server or a SageMaker MLflow ARN.",
+            "bucket_owner",
+            conf.bucket_owner,
+            "expected a 12-digit AWS account id, or null for your own account.",
+        )
+    if conf.mlflow_from_container and not (mlflow_enabled and not is_local_tracking(tracking_uri)):
+        raise _fail(
+            "mlflow_from_container",
+            True,
+            f"the container can only log to an http(s) tracking server or a SageMaker MLflow ARN, and the "
+            f"tracking URI is {tracking_uri or '(the embedded store under outputs/)'}"
+            f"{'' if mlflow_enabled else ' with mlflow.enabled=false'}: keep it false (every job is logged at "
+            "home anyway), or set mlflow.tracking_uri.",
         )
 
 
