@@ -16,8 +16,9 @@ import pytest
 import yaml
 
 from quantsweep.plots import pareto_front
-from quantsweep.report import build_report, load_sweep
+from quantsweep.report import build_report
 from quantsweep.results import ERROR_FILE
+from quantsweep.sweep import load_sweep
 
 SEED_CARD = Path(__file__).resolve().parents[2] / "shared" / "reference" / "seed_model_card.md"
 SEED_ORDER = [

@@ -22,12 +22,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from quantsweep.config import ConfigError, RunConfig, register_configs
+from quantsweep.config import GROUPS, ConfigError, RunConfig, register_configs
 from quantsweep.results import ERROR_FILE
 
 log = logging.getLogger("quantsweep")
 
-GROUPS = ("quantization", "operators", "exclusion", "calibration")
 # Overrides that say how to run, not what: they do not name the job folder.
 _UNNAMED_KEYS = ("experiment", "force", "cache", "cache_dir")
 

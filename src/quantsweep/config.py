@@ -267,6 +267,8 @@ class CalibrationConfig:
 # config and split (conll2003/train/0000.parquet, ...). Those files carry the ClassLabel
 # tag names in their schema, so the tags keep their CoNLL-2003 names.
 PARQUET_CONVERSION_REVISION = "refs/convert/parquet"
+# the config groups a sweep varies, in the order job names, run names and card tables show them
+GROUPS = ("quantization", "operators", "exclusion", "calibration")
 
 
 @dataclass

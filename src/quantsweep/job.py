@@ -21,6 +21,7 @@ from quantsweep.cache import ArtifactCache, CacheUse
 from quantsweep.config import ConfigError, RunConfig
 from quantsweep.results import (
     EXCLUSION_FILE,
+    METRICS,
     RESULTS_FILE,
     SENSITIVITY_PLOT,
     EvaluationResult,
@@ -593,7 +594,7 @@ def summary_table(results: JobResults) -> str:
     if results.original.num_truncated:
         lines.append(f"  NOTE: {results.original.truncation_note(results.dataset.get('eval_max_length'))}")
     lines.append(f"  {'metric':<12}{'original':>10}{'quantized':>11}{'delta':>9}")
-    for name in ("precision", "recall", "f1", "accuracy"):
+    for name in METRICS:
         a, b = getattr(results.original, name), getattr(results.quantized, name)
         lines.append(f"  {name:<12}{a:>10.4f}{b:>11.4f}{b - a:>+9.4f}")
     lines.append(

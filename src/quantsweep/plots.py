@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from quantsweep.report import JobRecord, Sweep
+    from quantsweep.sweep import JobRecord, Sweep
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:

@@ -19,9 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from quantsweep.results import RESULTS_FILE, window_spread
+from quantsweep.results import METRICS, RESULTS_FILE, window_spread
 
-METRICS = ("precision", "recall", "f1", "accuracy")
 # Set for the reproducing job: the saved job's group choices and where it came from, so the
 # new run is named after the job it reproduces (its primary config is a saved file, not groups).
 REPRODUCES_VARIABLE = "QUANTSWEEP_REPRODUCES"

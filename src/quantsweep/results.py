@@ -48,6 +48,11 @@ def _umask() -> int:
     return current
 
 
+# the scores every job reports for the original and the quantized model, in the order the
+# console, the card, the CSV and MLflow show them
+METRICS = ("precision", "recall", "f1", "accuracy")
+
+
 @dataclass
 class EntityScores:
     precision: float
@@ -296,10 +301,7 @@ class JobResults:
         return asdict(self)
 
     def metric_deltas(self) -> dict[str, float]:
-        return {
-            name: getattr(self.quantized, name) - getattr(self.original, name)
-            for name in ("precision", "recall", "f1", "accuracy")
-        }
+        return {name: getattr(self.quantized, name) - getattr(self.original, name) for name in METRICS}
 
     def write(self, job_dir: Path) -> Path:
         path = job_dir / RESULTS_FILE

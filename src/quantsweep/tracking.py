@@ -32,9 +32,10 @@ from typing import Any
 
 import yaml
 
-from quantsweep.config import MlflowConfig, flatten
+from quantsweep.config import GROUPS, MlflowConfig, flatten
 from quantsweep.results import (
     EXCLUSION_FILE,
+    METRICS,
     RESULTS_FILE,
     SENSITIVITY_PLOT,
     atomic_write_text,
@@ -299,18 +300,13 @@ def tracking_uri(settings: MlflowConfig) -> str:
 
 
 def run_name(choices: dict[str, str]) -> str:
-    return (
-        "-".join(
-            choices[g] for g in ("quantization", "operators", "exclusion", "calibration") if g in choices
-        )
-        or "run"
-    )
+    return "-".join(choices[g] for g in GROUPS if g in choices) or "run"
 
 
 def metrics_of(results: dict[str, Any]) -> dict[str, float]:
     """Metric names that sort and filter well: eval/<side>/<metric>, time/bs<b>_len<nnnn>/<side>/<stat>."""
     metrics: dict[str, float] = {}
-    for name in ("precision", "recall", "f1", "accuracy"):
+    for name in METRICS:
         original, quantized = results["original"][name], results["quantized"][name]
         metrics[f"eval/original/{name}"] = original
         metrics[f"eval/quantized/{name}"] = quantized
