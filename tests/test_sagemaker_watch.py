@@ -56,6 +56,7 @@ SECONDARY = {
     "Stopping": ("Stopping", "Stopping the training job"),
     "MaxRuntimeExceeded": ("Stopped", "Training job runtime exceeded MaxRuntimeInSeconds provided"),
     "Failed": ("Failed", "Training job failed"),
+    "Stopped": ("Stopped", "The training job was stopped."),
 }
 EXPIRED = ("ExpiredTokenException", "The security token included in the request is expired")
 QUOTA = (
@@ -89,7 +90,14 @@ def plan(name: str, **settings: Any) -> Plan:
     )
 
 
-def described(name: str, *path: str, failure: str | None = None, max_runtime: int = 86400) -> dict[str, Any]:
+def described(
+    name: str,
+    *path: str,
+    failure: str | None = None,
+    max_runtime: int = 86400,
+    prefix: str = PREFIX,
+    region: str = REGION,
+) -> dict[str, Any]:
     """A DescribeTrainingJob answer for a job that went through the secondary statuses ``path``."""
     status = SECONDARY[path[-1]][0]
     transitions: list[dict[str, Any]] = [
@@ -100,13 +108,13 @@ def described(name: str, *path: str, failure: str | None = None, max_runtime: in
         before["EndTime"] = after["StartTime"]
     answer: dict[str, Any] = {
         "TrainingJobName": name,
-        "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:training-job/{name}",
-        "ModelArtifacts": {"S3ModelArtifacts": f"{PREFIX}/output/{name}/output/model.tar.gz"},
+        "TrainingJobArn": f"arn:aws:sagemaker:{region}:{ACCOUNT}:training-job/{name}",
+        "ModelArtifacts": {"S3ModelArtifacts": f"{prefix}/output/{name}/output/model.tar.gz"},
         "TrainingJobStatus": status,
         "SecondaryStatus": path[-1],
         "StoppingCondition": {"MaxRuntimeInSeconds": max_runtime},
         "CreationTime": START,
-        "OutputDataConfig": {"S3OutputPath": f"{PREFIX}/output"},
+        "OutputDataConfig": {"S3OutputPath": f"{prefix}/output"},
         "SecondaryStatusTransitions": transitions,
     }
     if failure:
@@ -726,7 +734,8 @@ def test_wait_false_submits_and_returns(client: Any, capsys: pytest.CaptureFixtu
     assert home.brought == [] and home.finished == []
     err = capsys.readouterr().err
     assert "2 training job(s) submitted and not watched (wait=false)" in err
-    assert f"aws sagemaker stop-training-job --region {REGION} --training-job-name {a.name}" in err
+    for job in (a, b):  # every job left running is named with the command that stops it
+        assert f"aws sagemaker stop-training-job --region {REGION} --training-job-name {job.name}" in err
 
 
 def test_wait_false_with_more_jobs_than_max_parallel_submits_nothing(client: Any) -> None:

@@ -513,9 +513,10 @@ class _Watch(Generic[J, R]):
             first = next(iter(self.running))
             _say(
                 f"SageMaker: {len(self.running)} training job(s) submitted and not watched (wait=false); each runs "
-                "until it ends or reaches its max runtime. Follow or stop one with\n"
+                "until it ends or reaches its max runtime. Follow one with\n"
                 f"  aws sagemaker describe-training-job --region {self.region} --training-job-name {first}\n"
-                f"  {stop_command(self.region, first)}"
+                "and stop any of them with\n"
+                + "\n".join(f"  {stop_command(self.region, name)}" for name in self.running)
             )
         self.running.clear()
 
