@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from quantsweep.plots import pareto_front
+from quantsweep.plots import drop_axis, pareto_front
 from quantsweep.report import build_report
 from quantsweep.results import ERROR_FILE
 from quantsweep.sweep import load_sweep
@@ -236,6 +236,29 @@ def test_nothing_quantized_is_noted(tmp_path, template_job):
 def test_pareto_front():
     points = [(1.0, 0.9), (2.0, 0.8), (1.5, 0.7), (2.5, 0.1), (0.5, 0.95)]
     assert pareto_front(points) == [0, 1, 3, 4]
+
+
+def test_the_drop_axis_zooms_on_the_budget_and_puts_collapsed_configs_off_scale():
+    # the demo's shape: six configs within half a point, two collapsed to F1 0.03 (-88 points)
+    drops = [0.0, 0.0, -0.2, -0.2, -87.8, -0.1, -88.6, -0.8]
+    axis = drop_axis(drops, budget=0.5)
+    assert axis.off_scale == [4, 6]
+    kept = [d for i, d in enumerate(drops) if i not in axis.off_scale]
+    assert all(axis.bottom < d < axis.top for d in [*kept, -0.5])  # every other drop, and the budget
+    assert axis.top - axis.bottom < 2.0  # zoomed: the six share under two points, not 90
+    # nothing collapsed: nothing off scale, and a wide spread is still shown whole
+    wide = drop_axis([-3.0, -0.1, 0.2], budget=0.5)
+    assert wide.off_scale == [] and wide.bottom < -3.0 and wide.top > 0.2
+
+
+def test_the_pareto_plot_draws_collapsed_and_budget_configs(tmp_path, template_job):
+    sweep = make_sweep(tmp_path / "sweep", template_job, THREE_GROUPS[:2])
+    first = sweep / sorted(p.name for p in sweep.iterdir() if p.is_dir())[0] / "results.json"
+    results = json.loads(first.read_text())
+    results["quantized"]["f1"] = 0.03  # collapsed
+    first.write_text(json.dumps(results))
+    files = build_report(sweep)
+    assert (sweep / "f1_vs_speedup.png") in files.plots and (sweep / "f1_vs_speedup.png").stat().st_size > 0
 
 
 def test_report_command(tmp_path, template_job):

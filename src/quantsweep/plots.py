@@ -8,6 +8,7 @@ loads only when a plot is drawn.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,13 +40,50 @@ def _timed(job: JobRecord, batch: int) -> list[dict[str, Any]]:
     return [s for s in (job.results or {})["timing"]["shapes"] if s["batch_size"] == batch]
 
 
-def plot_pareto(sweep: Sweep, path: Path) -> None:
+# An F1 drop beyond this many points is a collapsed model: it is drawn off the scale, at the
+# axis' bottom edge with its value, so that it does not stretch the axis the other configs share
+COLLAPSED_POINTS = 10.0
+
+
+@dataclass(frozen=True)
+class DropAxis:
+    """The y range of a metric-drop plot (in points), and which points lie off it, below."""
+
+    bottom: float
+    top: float
+    off_scale: list[int]
+
+
+def drop_axis(drops: list[float], budget: float) -> DropAxis:
+    """Zoom on what a user compares: the drops (in points, negative = worse) around the budget.
+
+    Drops worse than :data:`COLLAPSED_POINTS` go off the scale; the axis covers the budget
+    line (with room below it) and every other drop, with a margin.
+    """
+    off = [i for i, d in enumerate(drops) if d < -COLLAPSED_POINTS]
+    shown = [d for i, d in enumerate(drops) if i not in off]
+    low = min([-2.0 * budget, -0.2, *shown])
+    high = max([0.0, *shown])
+    margin = 0.12 * (high - low)
+    return DropAxis(bottom=low - margin, top=high + margin, off_scale=off)
+
+
+def _budget_points(sweep: Sweep) -> float:
+    """The sweep's accuracy budget in points (exclusion.max_f1_drop; its default if the jobs vary it)."""
+    values = {job.config.get("exclusion.max_f1_drop") for job in sweep.finished}
+    value = values.pop() if len(values) == 1 else None
+    return 100.0 * float(value if isinstance(value, int | float) else 0.005)
+
+
+def plot_pareto(sweep: Sweep, path: Path, metric: str = "f1") -> None:
+    """Per batch size: each config's metric drop (points) against its speed-up, the Pareto front ringed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     colors = plt.get_cmap("tab10")
+    budget = _budget_points(sweep)
     batch_sizes = sorted({s["batch_size"] for s in _all_shapes(sweep)})
     fig, axes = plt.subplots(1, len(batch_sizes), figsize=(5.5 * len(batch_sizes), 4.5), squeeze=False)
     for ax, batch in zip(axes[0], batch_sizes, strict=True):
@@ -55,16 +93,35 @@ def plot_pareto(sweep: Sweep, path: Path) -> None:
         for job in jobs:
             assert job.results is not None
             ups = [s["speedup"] for s in _timed(job, batch)]
-            points.append(
-                (math.exp(sum(math.log(u) for u in ups) / len(ups)), job.results["quantized"]["f1"])
-            )
+            drop = 100.0 * (job.results["quantized"][metric] - job.results["original"][metric])
+            points.append((math.exp(sum(math.log(u) for u in ups) / len(ups)), drop))
         front = set(pareto_front(points))
+        axis = drop_axis([y for _, y in points], budget)
         for i, (job, (x, y)) in enumerate(zip(jobs, points, strict=True)):
             edge = "black" if i in front else "none"
+            off = i in axis.off_scale
             ax.scatter(
-                x, y, color=colors(i % 10), edgecolors=edge, linewidths=1.5, s=60, zorder=3, label=_short(job)
+                x,
+                axis.bottom if off else y,
+                color=colors(i % 10),
+                edgecolors=edge,
+                linewidths=1.5,
+                s=60,
+                zorder=3,
+                marker="v" if off else "o",
+                clip_on=False,
+                label=_short(job) + (f" ({y:+.1f} pts, off scale)" if off else ""),
             )
-        ordered = sorted((points[i] for i in front), key=lambda p: p[0])
+            if off:
+                ax.annotate(
+                    f"{y:+.1f}",
+                    (x, axis.bottom),
+                    textcoords="offset points",
+                    xytext=(0, 7),
+                    ha="center",
+                    fontsize=7,
+                )
+        ordered = sorted((points[i] for i in front if i not in axis.off_scale), key=lambda p: p[0])
         ax.plot(
             [p[0] for p in ordered],
             [p[1] for p in ordered],
@@ -72,14 +129,23 @@ def plot_pareto(sweep: Sweep, path: Path) -> None:
             linestyle="--",
             label="Pareto front",
         )
-        f1_original = jobs[0].results["original"]["f1"]  # type: ignore[index]
-        ax.axhline(f1_original, color="gray", linestyle=":", label="original F1")
+        ax.axhspan(-budget, axis.top, color="tab:green", alpha=0.08, label=f"within budget (-{budget:g} pts)")
+        ax.axhline(-budget, color="tab:green", linewidth=0.8)
+        ax.axhline(0.0, color="gray", linestyle=":", label=f"original {metric}")
         ax.axvline(1.0, color="gray", linewidth=0.5)
+        ax.set_ylim(axis.bottom, axis.top)
         ax.set_title(f"batch size {batch}")
         ax.set_xlabel("speed-up (geometric mean over input lengths)")
-        ax.set_ylabel("F1 (optimized)")
+        ax.set_ylabel(f"{metric} change, points (optimized - original)")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center right", fontsize=7, title="black ring: on the Pareto front")
+    fig.legend(
+        handles,
+        labels,
+        loc="center right",
+        fontsize=7,
+        title="black ring: on the Pareto front\n▼: collapsed, drawn off scale",
+        title_fontsize=7,
+    )
     fig.tight_layout(rect=(0, 0, 0.8, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -212,7 +212,7 @@ def render_card(sweep: Sweep) -> str:
     out += [
         "## Plots",
         "",
-        f"![F1 against speed-up]({PARETO_PLOT})",
+        f"![F1 change (points) against speed-up]({PARETO_PLOT})",
         "",
         f"![Latency against input length]({LATENCY_PLOT})",
         "",
