@@ -1,0 +1,131 @@
+"""Stage ``load``: the model's config and tokenizer and the data, checked before any heavy work.
+
+Cheap and first: a label mismatch, a timing shape the model cannot take or a held-out
+slice too short for ``exclusion=auto`` is refused here, in one paragraph, before the export.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from quantsweep.config import ConfigError, RunConfig
+from quantsweep.stages.context import JobRun
+
+if TYPE_CHECKING:
+    from quantsweep.data import TaggedSentences
+
+NAME = "load"
+
+log = logging.getLogger("quantsweep.job")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    model_config: Any  # transformers' PretrainedConfig
+    tokenizer: Any  # transformers' PreTrainedTokenizerBase
+    eval_data: TaggedSentences
+    id2label: dict[int, str]
+    calibration_data: TaggedSentences | None  # static quantization only
+    holdout_data: TaggedSentences | None  # exclusion=auto only
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+
+def run(job: JobRun) -> Inputs:
+    from quantsweep.data import load_split
+    from quantsweep.evaluate import check_labels
+    from quantsweep.export import load_model_config, load_tokenizer
+
+    cfg = job.cfg
+    with job.clock(NAME):
+        model_config = load_model_config(cfg.model_name_or_path, cfg.revision)
+        tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.revision)
+        check_input_lengths(cfg, model_config, tokenizer)
+        eval_data = load_split(cfg.dataset, cfg.dataset.eval_split, cfg.dataset.max_eval_samples)
+        log.info(
+            "Evaluation data: %d sentences of %s (split %s)",
+            len(eval_data),
+            eval_data.source,
+            eval_data.split,
+        )
+        id2label = {int(k): str(v) for k, v in (model_config.id2label or {}).items()}
+        check_labels(id2label, eval_data.label_names, f"{eval_data.source} ({eval_data.split})")
+        calibration_data, holdout_data = _calibration_rows(cfg) if cfg.is_static else (None, None)
+    return Inputs(model_config, tokenizer, eval_data, id2label, calibration_data, holdout_data)
+
+
+def _calibration_rows(cfg: RunConfig) -> tuple[TaggedSentences, TaggedSentences | None]:
+    """The calibration sample, and (exclusion=auto) the held-out rows the search scores on."""
+    from quantsweep.data import held_out_rows, load_split, sample_rows
+
+    assert cfg.dataset.calibration_split is not None
+    full = load_split(cfg.dataset, cfg.dataset.calibration_split)
+    calibration = sample_rows(full, cfg.calibration.num_calibration_samples, cfg.seed)
+    if len(calibration) < cfg.calibration.num_calibration_samples:
+        log.warning(
+            "calibration.num_calibration_samples=%d but split %s has only %d rows; using all of them.",
+            cfg.calibration.num_calibration_samples,
+            cfg.dataset.calibration_split,
+            len(calibration),
+        )
+    if not cfg.exclusion.auto:
+        return calibration, None
+    split = cfg.exclusion.holdout_split
+    if split in (None, cfg.dataset.calibration_split):
+        holdout = held_out_rows(full, len(calibration), cfg.exclusion.holdout_samples, cfg.seed)
+        check_holdout(cfg, len(full), len(calibration), len(holdout))
+    else:
+        assert split is not None
+        other = load_split(cfg.dataset, split)
+        holdout = sample_rows(other, cfg.exclusion.holdout_samples, cfg.seed)
+        check_holdout(cfg, len(other), 0, len(holdout))
+    return calibration, holdout
+
+
+def check_input_lengths(cfg: RunConfig, model_config: Any, tokenizer: Any) -> None:
+    """Refuse timing shapes the model cannot take, before the export rather than after it."""
+    limits = {
+        "max_position_embeddings in its config.json": getattr(model_config, "max_position_embeddings", None),
+        "model_max_length of its tokenizer": getattr(tokenizer, "model_max_length", None),
+    }
+    # tokenizers without a limit report a huge sentinel (int(1e30)); only real limits count
+    known = {what: int(n) for what, n in limits.items() if isinstance(n, int) and 0 < n < 1_000_000}
+    if not known:
+        return
+    what, limit = min(known.items(), key=lambda item: item[1])
+    too_long = [n for n in cfg.benchmark.input_lengths if n > limit]
+    if too_long:
+        allowed = [n for n in cfg.benchmark.input_lengths if n <= limit] or [limit]
+        raise ConfigError(
+            f"Invalid configuration: `benchmark.input_lengths` is {list(cfg.benchmark.input_lengths)}, but "
+            f"{cfg.model_name_or_path} accepts at most {limit} tokens ({what}), so {too_long} cannot be timed. "
+            f"Use lengths up to {limit}, e.g. benchmark.input_lengths={allowed}."
+        )
+
+
+def check_holdout(cfg: RunConfig, split_rows: int, calibration_rows: int, holdout_rows: int) -> None:
+    """Refuse a search whose held-out slice would be short, before any heavy work."""
+    if holdout_rows >= cfg.exclusion.holdout_samples:
+        return
+    split = cfg.exclusion.holdout_split or cfg.dataset.calibration_split
+    if calibration_rows:
+        where = (
+            f"rows of the calibration split `{split}` that calibration does not use, and that split has "
+            f"{split_rows} rows of which calibration takes {calibration_rows}, leaving {holdout_rows}. Lower "
+            "`exclusion.holdout_samples` or `calibration.num_calibration_samples`, or name a larger split in "
+            "`exclusion.holdout_split`"
+        )
+    else:
+        where = (
+            f"rows of `exclusion.holdout_split` `{split}`, which has {split_rows}. Lower "
+            "`exclusion.holdout_samples` or name a larger split"
+        )
+    raise ConfigError(
+        f"Invalid configuration: `exclusion.holdout_samples` is {cfg.exclusion.holdout_samples}; "
+        f"exclusion=auto judges F1 on {where} (never the evaluation split, so that its metrics stay an "
+        "honest test)."
+    )

@@ -1,0 +1,165 @@
+"""Stage ``search``: ``exclusion=auto``'s search for the nodes to keep in fp32, cached.
+
+Scores candidate sets on held-out rows (never the evaluation split) and returns the plan
+with the chosen set, beside the search's record; writes ``exclusion.yaml`` (the set as a
+reusable config) and the search's plot into the job folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from quantsweep.config import RunConfig
+from quantsweep.results import EXCLUSION_FILE, SENSITIVITY_PLOT, ExclusionSearchResult, atomic_write_text
+from quantsweep.stages.calibrate import CACHE_KIND as CALIBRATION
+from quantsweep.stages.calibrate import Calibration
+from quantsweep.stages.context import JobRun
+from quantsweep.stages.load import Inputs
+from quantsweep.stages.plan import Plan
+
+if TYPE_CHECKING:
+    from quantsweep.exclusion_search import HeldOutRows
+    from quantsweep.export import ExportedModel
+
+NAME = "search"
+CACHE_KIND = "exclusion_search"
+CODE = (
+    __name__,
+    "quantsweep.data",
+    "quantsweep.evaluate",
+    "quantsweep.exclusion_search",
+    "quantsweep.quantize",
+    "quantsweep.sensitivity",
+    "quantsweep.sessions",
+)
+PACKAGES = ("quantsweep", "onnxruntime", "seqeval")
+_SEARCH_FILE = "search.json"
+
+log = logging.getLogger("quantsweep.job")
+
+
+def key_parts(
+    cfg: RunConfig,
+    calibration_key: str,
+    plan: Plan,
+    holdout_fingerprint: str,
+    batch_size: int,
+    packages: Mapping[str, str | None],
+) -> dict[str, Any]:
+    """Calibration, rows, settings, starting set and request: the same ones find the same set.
+
+    A time budget (``exclusion.max_minutes``) makes the outcome depend on this machine's
+    speed, so such a search gets a key of its own and is never reused.
+    """
+    from quantsweep.exclusion_search import SEARCH_FORMAT
+
+    parts: dict[str, Any] = {
+        "calibration": calibration_key,
+        "max_length": plan.max_length,
+        "packages": dict(packages),
+        "format": SEARCH_FORMAT,
+        "seed": cfg.seed,
+        "holdout": holdout_fingerprint,
+        "settings": {k: getattr(v, "value", v) for k, v in asdict(cfg.exclusion).items()},
+        "start_nodes": sorted(plan.excluded),
+        "request": {k: v for k, v in asdict(plan.request).items() if k != "nodes_to_exclude"},
+        "batch_size": batch_size,
+    }
+    if cfg.exclusion.max_minutes is not None:
+        parts["not_reusable"] = time.time_ns()
+    return parts
+
+
+def run(
+    job: JobRun, inputs: Inputs, exported: ExportedModel, plan: Plan, calibration: Calibration | None
+) -> tuple[Plan, ExclusionSearchResult | None]:
+    """The plan with the chosen nodes kept in fp32, and the search's record (None: no search)."""
+    if not job.cfg.exclusion.auto:
+        return plan, None
+    assert inputs.holdout_data is not None and calibration is not None
+    with job.clock(NAME):
+        found = _search(job, inputs, exported, plan, calibration)
+    write_exclusion_file(job.job_dir, found)
+    plot_search(found, job.job_dir / SENSITIVITY_PLOT)
+    return plan.excluding(list(found.chosen)), found
+
+
+def _search(
+    job: JobRun, inputs: Inputs, exported: ExportedModel, plan: Plan, calibration: Calibration
+) -> ExclusionSearchResult:
+    from quantsweep.data import encode_sentences
+    from quantsweep.exclusion_search import HeldOutRows, find_exclusions
+    from quantsweep.sessions import SessionSettings
+
+    cfg, data = job.cfg, inputs.holdout_data
+    assert data is not None
+    rows: HeldOutRows = HeldOutRows(
+        data=data,
+        encoded=encode_sentences(inputs.tokenizer, data.tokens, plan.max_length),
+        id2label=inputs.id2label,
+        batch_size=cfg.eval_batch_size,
+        pad_token_id=inputs.pad_id,
+        input_names=list(exported.input_names),
+        sensitivity_batch_size=cfg.calibration.batch_size,
+    )
+
+    def build(folder: Path) -> None:
+        found = find_exclusions(
+            cfg.exclusion,
+            plan.excluded,
+            exported.onnx_path,
+            plan.request,
+            calibration.ranges,
+            inputs.model_config,
+            rows,
+            SessionSettings.for_threads(cfg.benchmark.threads),
+            job.job_dir,
+            cfg.seed,
+        )
+        atomic_write_text(folder / _SEARCH_FILE, json.dumps(asdict(found), indent=1) + "\n")
+
+    parts = key_parts(
+        cfg, job.key(CALIBRATION), plan, data.fingerprint, rows.batch_size, job.packages(*PACKAGES)
+    )
+    with job.cached(CACHE_KIND, CODE, parts, build, "Exclusion search") as folder:
+        return ExclusionSearchResult.from_dict(
+            json.loads((folder / _SEARCH_FILE).read_text(encoding="utf-8"))
+        )
+
+
+def write_exclusion_file(job_dir: Path, found: ExclusionSearchResult) -> Path:
+    """The chosen nodes as a config group file and an override: reuse them without searching."""
+    import shlex
+
+    override = shlex.quote(f"exclusion.nodes=[{','.join(found.chosen)}]")
+    verdict = "within" if found.meets_budget else "NOT within"
+    lines = [
+        "# @package exclusion",
+        f"# The nodes exclusion=auto kept in fp32: held-out F1 {found.chosen_f1:.4f} against fp32 "
+        f"{found.fp32_f1:.4f}, {verdict} the budget of {found.max_f1_drop}.",
+        "# Reuse them without searching: put this file in a config folder as exclusion/<name>.yaml",
+        "# (quantsweep hydra.searchpath=[file://that/folder] exclusion=<name>), or pass",
+        f"#   exclusion=nodes {override}",
+        "nodes:" + ("" if found.chosen else " []"),
+        *(f"- {json.dumps(node)}" for node in found.chosen),
+    ]
+    path = job_dir / EXCLUSION_FILE
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    log.info("Chosen exclusions written to %s; reuse them with: exclusion=nodes %s", path, override)
+    return path
+
+
+def plot_search(found: ExclusionSearchResult, path: Path) -> None:
+    """The search's plot beside its results; a plotting failure costs the plot, not the job."""
+    from quantsweep.plots import plot_sensitivity
+
+    try:
+        plot_sensitivity(asdict(found), path)
+    except Exception as error:  # matplotlib missing a font or backend must not fail a finished search
+        log.warning("Could not draw %s (%s: %s)", path, type(error).__name__, error)
