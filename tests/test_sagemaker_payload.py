@@ -277,3 +277,19 @@ def test_the_images_python_is_checked_against_requires_python() -> None:
             _bundle.check_image_python(python, "image_python", requires)
         assert f"`hydra.launcher.image_python` {expected}" in str(refused.value)
         assert ">=3.10" in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_the_container_gets_the_mlflow_plugin_only_when_it_logs_to_a_sagemaker_arn(tmp_path) -> None:
+    from hydra_plugins.quantsweep_sagemaker import _bundle
+    from hydra_plugins.quantsweep_sagemaker._core import _extras
+    from hydra_plugins.quantsweep_sagemaker.config import SageMakerLauncherConf
+
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/team"
+    logging_here = SageMakerLauncherConf(mlflow_from_container=True)
+    assert _extras(logging_here, arn) == ["sagemaker-mlflow"]
+    assert _extras(logging_here, "https://mlflow.example.com") == []  # plain MLflow speaks http
+    assert _extras(SageMakerLauncherConf(), arn) == []  # the default: logged at home only
+    bundle = _bundle.build_bundle(tmp_path / "bundle", REPO, None, _extras(logging_here, arn))
+    requirements = (bundle.folder / _bundle.REQUIREMENTS).read_text().split()
+    assert requirements == [f"./{bundle.wheel.name}", "sagemaker-mlflow"]
+    assert f"-r {_bundle.REQUIREMENTS}" in (bundle.folder / _bundle.INSTALL_SCRIPT).read_text()
