@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
@@ -183,3 +184,29 @@ def test_help_lists_groups_and_imports_no_heavy_library():
     assert "exclusion: auto, auto_sensitive, nodes, none, sensitive" in out
     assert "calibration: entropy, minmax, percentile" in out
     assert "HEAVY []" in out
+
+
+EXPERIMENTS = sorted(
+    p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("*.yaml")
+)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_job_of_every_experiment_composes_into_a_valid_config(experiment: str) -> None:
+    """Each `+experiment=` option, and each job its sweep would run, passes the typed schema's checks."""
+    import itertools
+
+    with initialize_config_module(config_module="quantsweep.conf", version_base="1.3"):
+        base = compose(
+            config_name="config", overrides=[f"+experiment={experiment}"], return_hydra_config=True
+        )
+        params = dict(base.hydra.sweeper.params or {})
+        choices = [
+            [f"{key}={value.strip()}" for value in str(values).split(",")] for key, values in params.items()
+        ]
+        jobs = list(itertools.product(*choices))
+        assert jobs, experiment
+        for job in jobs:
+            cfg = to_run_config(compose(config_name="config", overrides=[f"+experiment={experiment}", *job]))
+            assert isinstance(cfg, RunConfig), job
+    assert len(jobs) == 8  # both experiments are the seed card's 8-job sweep
