@@ -369,6 +369,37 @@ def _tag_names_from_feature(feature: Any) -> list[str] | None:
     return list(names) if names else None
 
 
+def _tag_rows(
+    cfg: DatasetConfig, raw_tags: Sequence[Sequence[Any]], names: list[str] | None, column: str, source: str
+) -> tuple[list[list[str]], list[str]]:
+    """The tags of every row by name, and the tag names: the column's ClassLabel names, else
+    ``dataset.label_names``, else CoNLL-2003's order for integer ids, else the names seen."""
+    integer_tags = any(row and not isinstance(row[0], str) for row in raw_tags)
+    if names is None and integer_tags:
+        names = list(cfg.label_names) if cfg.label_names else list(CONLL2003_LABELS)
+        if cfg.label_names is None:
+            log.warning(
+                "The tag column %r of %s holds integer ids without names; assuming the CoNLL-2003 order %s "
+                "(set dataset.label_names to override).",
+                column,
+                source,
+                names,
+            )
+    if names is not None:
+        largest = max((int(t) for row in raw_tags for t in row), default=-1)
+        if largest >= len(names):
+            raise DataError(
+                f"The tag column {column!r} of {source} holds the id {largest}, but only {len(names)} tag names "
+                f"are known ({names}); set `dataset.label_names` to the full list in id order."
+            )
+        return [[names[int(t)] for t in row] for row in raw_tags], names
+    tags = [list(row) for row in raw_tags]
+    seen: dict[str, None] = {}
+    for row in tags:
+        seen.update(dict.fromkeys(row))
+    return tags, list(seen)
+
+
 def load_split(cfg: DatasetConfig, split: str, limit: int | None = None) -> TaggedSentences:
     """One split as tagged sentences, its first ``limit`` rows when a limit is given.
 
@@ -401,32 +432,7 @@ def load_split(cfg: DatasetConfig, split: str, limit: int | None = None) -> Tagg
     assert tokens is not None and raw_tags is not None
     if limit is not None:
         tokens, raw_tags = tokens[:limit], raw_tags[:limit]
-    tags: list[list[str]]
-    integer_tags = any(row and not isinstance(row[0], str) for row in raw_tags)
-    if names is None and integer_tags:
-        names = list(cfg.label_names) if cfg.label_names else list(CONLL2003_LABELS)
-        if cfg.label_names is None:
-            log.warning(
-                "The tag column %r of %s holds integer ids without names; assuming the CoNLL-2003 order %s "
-                "(set dataset.label_names to override).",
-                tag_col,
-                source,
-                names,
-            )
-    if names is not None:
-        largest = max((int(t) for row in raw_tags for t in row), default=-1)
-        if largest >= len(names):
-            raise DataError(
-                f"The tag column {tag_col!r} of {source} holds the id {largest}, but only {len(names)} tag names "
-                f"are known ({names}); set `dataset.label_names` to the full list in id order."
-            )
-        tags = [[names[int(t)] for t in row] for row in raw_tags]
-    else:
-        tags = [list(row) for row in raw_tags]
-        seen: dict[str, None] = {}
-        for row in tags:
-            seen.update(dict.fromkeys(row))
-        names = list(seen)
+    tags, names = _tag_rows(cfg, raw_tags, names, tag_col, source)
     for index, (words, row_tags) in enumerate(zip(tokens, tags, strict=True)):
         if len(words) != len(row_tags):
             raise DataError(f"Row {index} of {source} has {len(words)} tokens but {len(row_tags)} tags.")

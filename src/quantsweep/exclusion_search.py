@@ -279,6 +279,64 @@ def candidate_nodes(model_path: Path, operators: Sequence[str]) -> list[tuple[st
     ]
 
 
+@dataclass
+class _Candidates:
+    """Quantizes the model with a set of nodes kept in fp32 and scores it on the held-out rows."""
+
+    model_path: Path
+    request: QuantizationRequest
+    ranges: Any
+    model_config: PretrainedConfig
+    rows: HeldOutRows
+    sessions: SessionSettings
+
+    def counts(self, model: Path) -> np.ndarray:
+        """Per held-out row: entities right, predicted, in the reference (``entity_counts``)."""
+        from quantsweep.evaluate import entity_counts, predict_word_labels
+        from quantsweep.sessions import create_session
+
+        rows = self.rows
+        session = create_session(model, self.sessions)
+        predictions = predict_word_labels(
+            session, rows.encoded, rows.id2label, rows.batch_size, rows.pad_token_id
+        )
+        return entity_counts(rows.data.tags, predictions)
+
+    def quantized_with(self, nodes: list[str], folder: Path) -> Path:
+        from dataclasses import replace
+
+        from quantsweep.quantize import build_quantization_config, quantize_model
+
+        qconfig, _, _ = build_quantization_config(replace(self.request, nodes_to_exclude=list(nodes)))
+        return quantize_model(self.model_path, folder, qconfig, self.ranges, self.model_config)
+
+    def rank(
+        self, candidates: list[tuple[str, str, list[str]]], samples: int, folder: Path
+    ) -> list[NodeSensitivity]:
+        """The candidates ranked by SQNR, measured on the model with every candidate quantized."""
+        from quantsweep.data import length_sorted_batches
+        from quantsweep.sensitivity import activation_sqnr, rank_nodes
+
+        rows = self.rows
+        full = self.quantized_with([], folder)
+        sample = rows.encoded[:samples]
+        batches = (
+            batch.inputs
+            for batch in length_sorted_batches(
+                sample, rows.sensitivity_batch_size, rows.pad_token_id, rows.input_names
+            )
+        )
+        ranking = rank_nodes(candidates, activation_sqnr(full, batches, self.sessions.intra_op_threads))
+        worst = [r for r in ranking if r.rank is not None and r.rank <= 5]
+        log.info(
+            "Exclusion search: %d candidate nodes, %d quantized when none is kept; worst SQNR: %s",
+            len(candidates),
+            sum(r.rank is not None for r in ranking),
+            ", ".join(f"{r.node} {r.sqnr_db:.1f} dB" for r in sorted(worst, key=lambda r: r.rank or 0)),
+        )
+        return ranking
+
+
 def find_exclusions(
     settings: ExclusionConfig,
     start_nodes: Sequence[str],
@@ -293,76 +351,39 @@ def find_exclusions(
 ) -> ExclusionSearchResult:
     """Rank the candidate nodes, search, and report every step; ``scratch`` holds temporary models."""
     import tempfile
-    from dataclasses import replace
 
-    from quantsweep.data import length_sorted_batches
-    from quantsweep.evaluate import entity_counts, f1_from_counts, predict_word_labels
-    from quantsweep.quantize import build_quantization_config, quantize_model
-    from quantsweep.sensitivity import activation_sqnr, rank_nodes
-    from quantsweep.sessions import create_session
+    from quantsweep.evaluate import f1_from_counts
 
     started = time.perf_counter()
     candidates = candidate_nodes(model_path, request.operators)
-    candidate_names = {name for name, _, _ in candidates}
-
-    def counts(session: Any) -> np.ndarray:
-        predictions = predict_word_labels(
-            session, rows.encoded, rows.id2label, rows.batch_size, rows.pad_token_id
-        )
-        return entity_counts(rows.data.tags, predictions)
-
-    def quantized_with(nodes: list[str], folder: Path) -> Path:
-        qconfig, _, _ = build_quantization_config(replace(request, nodes_to_exclude=list(nodes)))
-        return quantize_model(model_path, folder, qconfig, ranges, model_config)
-
-    reference = counts(create_session(model_path, sessions))
+    names = {name for name, _, _ in candidates}
+    models = _Candidates(model_path, request, ranges, model_config, rows, sessions)
+    reference = models.counts(model_path)
     fp32_f1 = float(f1_from_counts(reference.sum(axis=0)))
     with tempfile.TemporaryDirectory(dir=scratch, prefix=".exclusion-search-") as tmp:
-        # every candidate quantized: the model the ranking is measured on
-        full = quantized_with([], Path(tmp))
-        sample = rows.encoded[: settings.sensitivity_samples]
-        batches = (
-            batch.inputs
-            for batch in length_sorted_batches(
-                sample, rows.sensitivity_batch_size, rows.pad_token_id, rows.input_names
-            )
-        )
-        ranking = rank_nodes(candidates, activation_sqnr(full, batches, sessions.intra_op_threads))
+        ranking = models.rank(candidates, settings.sensitivity_samples, Path(tmp))
         sensitivity_seconds = round(time.perf_counter() - started, 3)
-        worst = [r for r in ranking if r.rank is not None and r.rank <= 5]
-        log.info(
-            "Exclusion search: %d candidate nodes, %d quantized when none is kept; worst SQNR: %s",
-            len(candidates),
-            sum(r.rank is not None for r in ranking),
-            ", ".join(f"{r.node} {r.sqnr_db:.1f} dB" for r in sorted(worst, key=lambda r: r.rank or 0)),
-        )
 
         def score(nodes: list[str]) -> Scored:
             with tempfile.TemporaryDirectory(dir=tmp, prefix="step-") as folder:
-                candidate = counts(create_session(quantized_with(nodes, Path(folder)), sessions))
+                candidate = models.counts(models.quantized_with(nodes, Path(folder)))
             return Scored(
                 f1=float(f1_from_counts(candidate.sum(axis=0))),
                 drop_bound=drop_bound(reference, candidate, settings.confidence, seed),
             )
 
-        outcome = search(
-            ranking,
-            [n for n in start_nodes if n in candidate_names],
-            settings.strategy,
-            SearchBudget(settings.max_f1_drop, settings.max_evaluations, settings.max_minutes),
-            fp32_f1,
-            score,
-            started,
-        )
+        budget = SearchBudget(settings.max_f1_drop, settings.max_evaluations, settings.max_minutes)
+        starting = [n for n in start_nodes if n in names]
+        outcome = search(ranking, starting, settings.strategy, budget, fp32_f1, score, started)
     result = ExclusionSearchResult(
         strategy=settings.strategy.value,
         max_f1_drop=settings.max_f1_drop,
         confidence=settings.confidence,
         start_from=list(settings.start_from),
-        start_nodes=sorted(n for n in start_nodes if n in candidate_names),
+        start_nodes=sorted(starting),
         holdout_samples=len(rows.data),
         holdout_fingerprint=rows.data.fingerprint,
-        sensitivity_samples=len(sample),
+        sensitivity_samples=len(rows.encoded[: settings.sensitivity_samples]),
         fp32_f1=round(fp32_f1, 6),
         ranking=ranking,
         steps=outcome.steps,
@@ -374,13 +395,17 @@ def find_exclusions(
         seconds=round(time.perf_counter() - started, 3),
         sensitivity_seconds=sensitivity_seconds,
     )
+    _announce(result)
+    return result
+
+
+def _announce(result: ExclusionSearchResult) -> None:
     (log.info if result.meets_budget else log.warning)(
         "Exclusion search chose %d nodes to keep in fp32 (held-out F1 %.4f vs fp32 %.4f; %s) in %d steps, %.0f s.",
         len(result.chosen),
         result.chosen_f1,
         result.fp32_f1,
-        "within the budget" if result.meets_budget else f"NOT within the budget of {settings.max_f1_drop}",
+        "within the budget" if result.meets_budget else f"NOT within the budget of {result.max_f1_drop}",
         result.evaluations,
         result.seconds,
     )
-    return result

@@ -9,7 +9,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from quantsweep.results import ExportFacts, atomic_write_text
 
@@ -108,6 +108,32 @@ def load_exported(folder: Path) -> ExportedModel:
     )
 
 
+def _load_model(model_name_or_path: str, revision: str | None, opset: int | None) -> tuple[Any, str]:
+    """The PyTorch model to export, in eval mode, and the attention implementation it exports with.
+
+    SDPA attention exports only from opset 14 on; below it, and for architectures without an
+    SDPA path, the eager attention is exported.
+    """
+    from transformers import AutoModelForTokenClassification
+
+    attention = "eager" if opset is not None and opset < SDPA_MIN_OPSET else "sdpa"
+    try:
+        model = AutoModelForTokenClassification.from_pretrained(
+            model_name_or_path, revision=revision, attn_implementation=attention
+        )
+    except ValueError as error:
+        if "attn_implementation" not in str(error) and "sdpa" not in str(error).lower():
+            raise _hub_hint(model_name_or_path, error) from error
+        attention = "eager"
+        model = AutoModelForTokenClassification.from_pretrained(
+            model_name_or_path, revision=revision, attn_implementation=attention
+        )
+    except Exception as error:
+        raise _hub_hint(model_name_or_path, error) from error
+    model.eval()
+    return model, attention
+
+
 def export_model(
     model_name_or_path: str,
     revision: str | None,
@@ -119,25 +145,9 @@ def export_model(
     """Export to ``out_dir/model.onnx`` (and its info) at ``opset`` (None: the exporter's default) and optimize it."""
     import onnx
     from optimum.exporters.onnx import onnx_export_from_model
-    from transformers import AutoModelForTokenClassification
 
     start = time.perf_counter()
-    attention = "eager" if opset is not None and opset < SDPA_MIN_OPSET else "sdpa"
-    try:
-        model = AutoModelForTokenClassification.from_pretrained(
-            model_name_or_path, revision=revision, attn_implementation=attention
-        )
-    except ValueError as error:
-        if "attn_implementation" not in str(error) and "sdpa" not in str(error).lower():
-            raise _hub_hint(model_name_or_path, error) from error
-        # Architectures without an SDPA path export their eager attention at any opset.
-        attention = "eager"
-        model = AutoModelForTokenClassification.from_pretrained(
-            model_name_or_path, revision=revision, attn_implementation=attention
-        )
-    except Exception as error:
-        raise _hub_hint(model_name_or_path, error) from error
-    model.eval()
+    model, attention = _load_model(model_name_or_path, revision, opset)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
         onnx_export_from_model(model, tmp, opset=opset, task=task, do_validation=False)

@@ -1,0 +1,53 @@
+"""The job path stays readable: a short orchestrator, and no function over 60 lines.
+
+Modules a job runs through (the orchestrator, its stages, and what they call); a function
+that grows past the limit is split before it lands, not after.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "quantsweep"
+JOB_PATH = [
+    "job.py",
+    *(f"stages/{p.name}" for p in sorted((PACKAGE / "stages").glob("*.py"))),
+    "cache.py",
+    "data.py",
+    "environment.py",
+    "evaluate.py",
+    "exclusion.py",
+    "exclusion_search.py",
+    "export.py",
+    "quantize.py",
+    "results.py",
+    "sensitivity.py",
+    "sessions.py",
+    "timing.py",
+]
+LIMIT = 60
+
+
+def functions(path: Path) -> list[tuple[str, int]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [
+        (node.name, (node.end_lineno or node.lineno) - node.lineno + 1)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    ]
+
+
+def test_no_function_in_the_job_path_is_over_60_lines() -> None:
+    long = [
+        f"{name} ({path}): {lines}"
+        for path in JOB_PATH
+        for name, lines in functions(PACKAGE / path)
+        if lines > LIMIT
+    ]
+    assert long == []
+
+
+def test_the_orchestrator_is_under_40_lines() -> None:
+    lengths = dict(functions(PACKAGE / "job.py"))
+    assert lengths["execute"] < 40, lengths["execute"]
