@@ -51,3 +51,19 @@ def test_no_function_in_the_job_path_is_over_60_lines() -> None:
 def test_the_orchestrator_is_under_40_lines() -> None:
     lengths = dict(functions(PACKAGE / "job.py"))
     assert lengths["execute"] < 40, lengths["execute"]
+
+
+def test_every_package_of_the_source_is_in_the_wheel() -> None:
+    """A package missing from pyproject's list works in an editable install and fails installed."""
+    import tomllib
+
+    root = PACKAGE.parents[1]
+    listed = set(
+        tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(init.parent.relative_to(root / "src").parts)
+        for init in (root / "src").rglob("__init__.py")
+        if "__pycache__" not in init.parts and ".egg-info" not in str(init)
+    }
+    assert found <= listed, sorted(found - listed)
