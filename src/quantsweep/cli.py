@@ -157,7 +157,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         print(f"\nquantsweep: {error}", file=sys.stderr)
         sys.exit(2)
     (job_dir / ERROR_FILE).unlink(missing_ok=True)
-    # set by the SageMaker launcher when the tracking URI is local: it logs the job at home
+    # set by the SageMaker launcher: a job is logged at home, once its folder is there
     if run_config.mlflow.enabled and not os.environ.get("QUANTSWEEP_MLFLOW_DEFERRED"):
         sweep_dir = Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
         track(job_dir, run_config, sweep_dir)

@@ -559,6 +559,40 @@ def logged_run(job_dir: Path, settings: MlflowConfig) -> str | None:
         return _find_run(client, experiment.experiment_id, RUN_KEY_TAG, _run_key(job_dir))
 
 
+def _parent_run(client: Any, experiment_id: str, sweep_dir: Path, start_ms: int) -> str:
+    """The sweep's parent run, created at the first job logged."""
+    sweep_key = _sweep_key(sweep_dir)
+    parent_id = _find_run(client, experiment_id, SWEEP_KEY_TAG, sweep_key)
+    if parent_id is None:
+        parent = client.create_run(
+            experiment_id,
+            start_time=min(sweep_start_ms(sweep_dir) or start_ms, start_ms),
+            run_name=f"sweep {sweep_dir.name}",
+            tags={SWEEP_KEY_TAG: sweep_key, "quantsweep.sweep_dir": str(sweep_dir)},
+        )
+        parent_id = str(parent.info.run_id)
+    return parent_id
+
+
+def _adopt(
+    client: Any, experiment_id: str, run_id: str, job_dir: Path, sweep_dir: Path, results: dict[str, Any]
+) -> None:
+    """A run logged elsewhere without its sweep (from a SageMaker container): nest it under this sweep's parent.
+
+    The container cannot know the sweep's parent run, which lives where the sweep does; its
+    run carries the job folder's results (the same key), so only the nesting and the job's
+    folder here are set.
+    """
+    if "mlflow.parentRunId" in client.get_run(run_id).data.tags:
+        return
+    start_ms, end_ms = job_span_ms(job_dir, results)
+    parent_id = _parent_run(client, experiment_id, sweep_dir, start_ms)
+    client.set_tag(run_id, "mlflow.parentRunId", parent_id)
+    client.set_tag(run_id, "quantsweep.job_dir", str(job_dir.resolve()))
+    if end_ms > (client.get_run(parent_id).info.end_time or 0):
+        client.set_terminated(parent_id, "FINISHED", end_time=end_ms)
+
+
 def log_job(job_dir: Path, settings: MlflowConfig, sweep_dir: Path | None = None) -> str:
     """Log one finished job; returns its MLflow run id (the existing one if already logged)."""
     with mlflow_calls():
@@ -578,6 +612,8 @@ def _log_job(job_dir: Path, settings: MlflowConfig, sweep_dir: Path | None) -> s
     existing = _find_run(client, experiment_id, RUN_KEY_TAG, key)
     if existing:
         log.info("MLflow already has this job (run %s); not logging it again.", existing)
+        if sweep_dir is not None:
+            _adopt(client, experiment_id, existing, job_dir, sweep_dir, results)
         return existing
     # a run whose logging was cut off (the server died) carries only the pending key: replace it
     for stale in client.search_runs(
@@ -587,18 +623,7 @@ def _log_job(job_dir: Path, settings: MlflowConfig, sweep_dir: Path | None) -> s
         client.delete_run(stale.info.run_id)
     start_ms, end_ms = job_span_ms(job_dir, results)
 
-    parent_id = None
-    if sweep_dir is not None:
-        sweep_key = _sweep_key(sweep_dir)
-        parent_id = _find_run(client, experiment_id, SWEEP_KEY_TAG, sweep_key)
-        if parent_id is None:
-            parent = client.create_run(
-                experiment_id,
-                start_time=min(sweep_start_ms(sweep_dir) or start_ms, start_ms),
-                run_name=f"sweep {sweep_dir.name}",
-                tags={SWEEP_KEY_TAG: sweep_key, "quantsweep.sweep_dir": str(sweep_dir)},
-            )
-            parent_id = parent.info.run_id
+    parent_id = _parent_run(client, experiment_id, sweep_dir, start_ms) if sweep_dir is not None else None
 
     env = results["environment"]
     tags = {

@@ -21,6 +21,8 @@ from pathlib import Path
 from hydra_plugins.quantsweep_sagemaker._payload import PAYLOAD, RETURN
 
 ROOT_VARIABLE = "QUANTSWEEP_OPT_ML"
+# set (to 1) by the launcher for hydra.launcher.mlflow_from_container=true
+MLFLOW_VARIABLE = "QUANTSWEEP_MLFLOW_FROM_CONTAINER"
 # text files of a job folder in which container paths are put back to the user's paths
 _TEXT_SUFFIXES = (".yaml", ".json", ".log", ".txt")
 
@@ -41,6 +43,37 @@ def restore_paths(folder: Path, replacements: dict[str, str]) -> None:
                 new = new.replace(container_path, original)
             if new != text:
                 path.write_text(new, encoding="utf-8", errors="surrogateescape")
+
+
+def log_from_container(job_dir: Path) -> bool:
+    """Log the finished job to MLflow from here, once its folder reads as it will at home.
+
+    Only with ``hydra.launcher.mlflow_from_container=true``: the launcher logs every job at
+    home anyway, through the same idempotent path (the run key is the hash of results.json,
+    which is why this runs after the user's paths are restored), and nests this run under
+    the sweep's parent run, which only home knows. Any failure is said in the job's log and
+    on stderr, never raised: the job itself succeeded.
+    """
+    from quantsweep.tracking import check_server, log_job, redact_uri, settings_from_job, tracking_uri
+
+    settings = settings_from_job(job_dir)
+    uri = tracking_uri(settings)
+    try:
+        down = check_server(uri)
+        if down is not None:
+            raise ConnectionError(down)
+        run_id = log_job(job_dir, settings)
+        message, logged = f"MLflow: logged from the container to {redact_uri(uri)} (run {run_id}).", True
+    except Exception as error:
+        message = (
+            f"MLflow: the container could not log this job to {redact_uri(uri)} ({type(error).__name__}: "
+            f"{redact_uri(str(error))}); the launcher logs it at home."
+        )
+        logged = False
+    print(message, file=sys.stderr)
+    with open(job_dir / "quantsweep.log", "a", encoding="utf-8") as job_log:
+        job_log.write(message + "\n")
+    return logged
 
 
 def run(root: Path) -> int:
@@ -91,6 +124,8 @@ def run(root: Path) -> int:
     assert ret.hydra_cfg is not None
     output_dir = Path(str(ret.hydra_cfg.hydra.runtime.output_dir))
     restore_paths(output_dir, replacements)
+    if ret.status == JobStatus.COMPLETED and os.environ.get(MLFLOW_VARIABLE) == "1":
+        log_from_container(output_dir)
     model = root / "model"
     model.mkdir(parents=True, exist_ok=True)
     if output_dir.is_dir():

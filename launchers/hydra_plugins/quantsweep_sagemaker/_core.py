@@ -31,7 +31,7 @@ from hydra_plugins.quantsweep_sagemaker._bundle import (
     project_root,
     requires_python,
 )
-from hydra_plugins.quantsweep_sagemaker._container import ROOT_VARIABLE
+from hydra_plugins.quantsweep_sagemaker._container import MLFLOW_VARIABLE, ROOT_VARIABLE
 from hydra_plugins.quantsweep_sagemaker._home import RECORD_FILE, Home, SweepRecord, bring_home, log_at_home
 from hydra_plugins.quantsweep_sagemaker._s3 import Store, caller_account
 from hydra_plugins.quantsweep_sagemaker._validate import check_request
@@ -352,7 +352,11 @@ def _upload(
     assert launcher.config is not None
     task = _payload.task_reference(launcher.task_function)
     project = Path(settings.project_dir) if settings.project_dir else None
-    environment = {} if settings.mlflow_from_container else {"QUANTSWEEP_MLFLOW_DEFERRED": "1"}
+    # the task never logs in the container; with mlflow_from_container the container logs the
+    # finished job itself, once its folder reads as it will at home (_container.log_from_container)
+    environment = {"QUANTSWEEP_MLFLOW_DEFERRED": "1"}
+    if settings.mlflow_from_container:
+        environment[MLFLOW_VARIABLE] = "1"
     with tempfile.TemporaryDirectory(prefix="quantsweep-sagemaker-") as tmp:
         extras = _extras(settings, tracking_uri)
         bundle = build_bundle(Path(tmp) / "bundle", project, _cache_dir(launcher.config), extras)
