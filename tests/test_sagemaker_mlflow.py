@@ -95,3 +95,28 @@ def test_a_container_that_cannot_log_says_so_in_the_jobs_log(
     said = (job / "quantsweep.log").read_text()
     assert "MLflow: the container could not log this job to http://127.0.0.1:9" in said
     assert "the launcher logs it at home" in said
+
+
+def test_fetch_logs_a_sweep_whose_server_was_down_during_the_sweep(
+    logged_job: tuple[Path, str],
+    tmp_path: Path,
+    mlflow_server: str,  # noqa: F811  (the fixture imported below)
+) -> None:
+    """The sweep folder remembers the server as down; fetch looks again and logs once it answers."""
+    import json
+
+    from hydra_plugins.quantsweep_sagemaker._cli import _report_and_log
+    from quantsweep.tracking import UNREACHABLE_FILE, logged_run, settings_from_job
+
+    sweep = tmp_path / "sweep"
+    home = sweep / "job"
+    shutil.copytree(logged_job[0], home)
+    config = home / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace(logged_job[1], mlflow_server))
+    (sweep / UNREACHABLE_FILE).write_text(json.dumps({"tracking_uri": mlflow_server, "error": "was down"}))
+    assert _report_and_log(sweep, [home]) == 0
+    assert logged_run(home, settings_from_job(home)) is not None
+    assert not (sweep / UNREACHABLE_FILE).exists()
+
+
+from test_mlflow_server import mlflow_server  # noqa: E402,F401  (a fixture)

@@ -119,9 +119,19 @@ def fetch(
 def _report_and_log(sweep_dir: Path, home_dirs: list[Path]) -> int:
     """Log every job home to MLflow (idempotent), then write the card and attach it; the problems."""
     from quantsweep.report import build_report
-    from quantsweep.tracking import log_report, logged_run, redact_uri, settings_from_job
+    from quantsweep.tracking import (
+        log_report,
+        logged_run,
+        redact_uri,
+        server_verdict,
+        settings_from_job,
+        tracking_uri,
+    )
 
     problems = 0
+    # a fresh look at each server: the sweep folder may have recorded it down during the sweep
+    for uri in {tracking_uri(s) for s in map(settings_from_job, home_dirs) if s.enabled}:
+        server_verdict(uri, sweep_dir, recheck=True)
     for job_dir in home_dirs:
         log_at_home(job_dir, sweep_dir, from_container=False)
     files = build_report(sweep_dir)
