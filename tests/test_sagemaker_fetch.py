@@ -53,13 +53,19 @@ from omegaconf import DictConfig, open_dict
 import quantsweep.cli
 from hydra_plugins.quantsweep_sagemaker import _cli as cli
 from hydra_plugins.quantsweep_sagemaker import _core, _watch
-from hydra_plugins.quantsweep_sagemaker._core import PlannedJob, build_request, s3_channel, training_job_name
+from hydra_plugins.quantsweep_sagemaker._core import (
+    INPUT_COMPLETE,
+    PlannedJob,
+    build_request,
+    input_key,
+    s3_channel,
+    training_job_name,
+)
 from hydra_plugins.quantsweep_sagemaker._home import RECORD_FILE, S3_RECORD
 from hydra_plugins.quantsweep_sagemaker._payload import PAYLOAD, RETURN, return_record
 from hydra_plugins.quantsweep_sagemaker._validate import check_request
 from hydra_plugins.quantsweep_sagemaker._watch import Backoff, api_request, stop_command
 from hydra_plugins.quantsweep_sagemaker.config import SageMakerLauncherConf
-from quantsweep.cache import folder_digest
 from quantsweep.testing import FAST_JOB, run_module
 from test_sagemaker_watch import QUOTA, in_order
 from test_sagemaker_watch import described as watch_described
@@ -512,7 +518,7 @@ def make_rig(
             rig.seeds[name] = index + 1
             # what SageMaker must receive: the request with the local inputs' channels, content-addressed
             channels = [
-                s3_channel(f"input{n}", f"s3://{bucket}/quantsweep/inputs/{folder_digest(path)[:20]}")
+                s3_channel(f"input{n}", f"s3://{bucket}/quantsweep/inputs/{input_key(path)}")
                 for n, path in enumerate(rig.inputs)
             ]
             sent = {**request, "input_data_config": [*request["input_data_config"], *channels]}
@@ -990,10 +996,9 @@ def test_every_s3_call_carries_the_expected_bucket_owner(
         assert f"quantsweep/{rig.stamp}/jobs/{job.name}/{PAYLOAD}" in keys
     assert f"quantsweep/{rig.stamp}/{S3_RECORD}" in keys
     assert any(k.startswith(f"quantsweep/{rig.stamp}/bundle/quantsweep-") for k in keys if k)
-    for path in rig.inputs:
-        assert any(
-            k.startswith(f"quantsweep/inputs/{folder_digest(path)[:20]}/{path.name}/") for k in keys if k
-        )
+    for path in rig.inputs:  # whole, and marked whole last
+        assert any(k.startswith(f"quantsweep/inputs/{input_key(path)}/{path.name}/") for k in keys if k)
+        assert f"quantsweep/inputs/{input_key(path)}/{INPUT_COMPLETE}" in keys
     assert json.loads((rig.sweep_dir / RECORD_FILE).read_text())["bucket_owner"] == expected
 
     rig.container_output(a)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -293,3 +294,30 @@ def test_the_container_gets_the_mlflow_plugin_only_when_it_logs_to_a_sagemaker_a
     requirements = (bundle.folder / _bundle.REQUIREMENTS).read_text().split()
     assert requirements == [f"./{bundle.wheel.name}", "sagemaker-mlflow"]
     assert f"-r {_bundle.REQUIREMENTS}" in (bundle.folder / _bundle.INSTALL_SCRIPT).read_text()
+
+
+def test_a_local_input_is_keyed_by_its_name_and_content_without_hidden_files(tmp_path) -> None:
+    from hydra_plugins.quantsweep_sagemaker._core import input_key
+    from hydra_plugins.quantsweep_sagemaker._s3 import Store
+
+    model = tmp_path / "a" / "model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    key = input_key(model)
+    renamed = tmp_path / "b" / "other-name"
+    shutil.copytree(model, renamed)
+    assert input_key(renamed) != key  # the container finds it by name: another name is another upload
+    (model / ".git").mkdir()
+    (model / ".git" / "config").write_text("[remote] url = https://user:token@example.com")
+    assert input_key(model) == key  # hidden files: not the model
+    (model / "config.json").write_text('{"changed": 1}')
+    assert input_key(model) != key
+
+    sent: list[str] = []
+
+    class Recorder:
+        def upload_file(self, path: str, bucket: str, key: str, ExtraArgs: dict[str, str]) -> None:
+            sent.append(key)
+
+    Store(Recorder(), "123456789012").upload_folder(model, "s3://bucket/inputs/k/model", hidden=False)
+    assert sent == ["inputs/k/model/config.json"]  # .git/config never leaves the machine

@@ -302,10 +302,23 @@ def _local_inputs(config: DictConfig) -> dict[str, Path]:
     return found
 
 
-def _content_digest(path: Path) -> str:
+def input_key(path: Path) -> str:
+    """Where a local input lives under ``<prefix>/inputs/``: its name and content, hashed.
+
+    The container finds the input as ``<channel>/<name>``, so the name is part of the key: the
+    same model in a folder of another name is another upload. Hidden files (``.git``,
+    ``.cache``) are neither hashed nor uploaded, as in quantsweep's own cache.
+    """
+    import hashlib
+
     from quantsweep.cache import file_digest, folder_digest
 
-    return (folder_digest(path) if path.is_dir() else file_digest(path))[:20]
+    content = folder_digest(path) if path.is_dir() else file_digest(path)
+    return hashlib.sha256(f"{path.name}\0{content}".encode()).hexdigest()[:20]
+
+
+# written last under an input's prefix: an upload cut off halfway is not taken for a whole one
+INPUT_COMPLETE = ".quantsweep-complete.json"
 
 
 def last_log_lines(session: Any, name: str, count: int = 20) -> list[str]:
@@ -370,9 +383,11 @@ def _upload(
         for job in planned:
             channels: dict[str, tuple[str, str]] = {}
             for number, (key, path) in enumerate(sorted(_local_inputs(job.config).items())):
-                uri = f"{inputs_root}/{_content_digest(path)}"
-                if not store.exists(uri):  # content-addressed: an unchanged model is uploaded once
-                    store.upload_folder(path, f"{uri}/{path.name}")
+                uri = f"{inputs_root}/{input_key(path)}"
+                # content-addressed: an unchanged model is uploaded once, and whole
+                if not store.exists(f"{uri}/{INPUT_COMPLETE}"):
+                    store.upload_folder(path, f"{uri}/{path.name}", hidden=False)
+                    store.put_json({"name": path.name}, f"{uri}/{INPUT_COMPLETE}")
                     log.info("Uploaded %s to %s", path, uri)
                 channel = f"input{number}"
                 channels[key] = (channel, path.name)

@@ -47,11 +47,15 @@ class Store:
         bucket, key = split(uri)
         self.client.upload_file(str(path), bucket, key, ExtraArgs=self._owned)
 
-    def upload_folder(self, source: Path, uri: str) -> None:
-        """A file, or every file under a folder, below ``uri``."""
+    def upload_folder(self, source: Path, uri: str, hidden: bool = True) -> None:
+        """A file, or every file under a folder (``hidden``: with files under names starting with ``.``), below ``uri``."""
         files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
         for path in files:
             relative = path.name if source.is_file() else path.relative_to(source).as_posix()
+            if not hidden and any(
+                part.startswith(".") for part in Path(relative).parts[(0 if source.is_dir() else 1) :]
+            ):
+                continue
             self.upload_file(path, f"{uri.rstrip('/')}/{relative}")
 
     def put_json(self, value: Any, uri: str) -> None:
