@@ -321,3 +321,50 @@ def test_a_local_input_is_keyed_by_its_name_and_content_without_hidden_files(tmp
 
     Store(Recorder(), "123456789012").upload_folder(model, "s3://bucket/inputs/k/model", hidden=False)
     assert sent == ["inputs/k/model/config.json"]  # .git/config never leaves the machine
+
+
+def test_a_sweep_record_or_an_output_that_points_elsewhere_is_refused(tmp_path) -> None:
+    """Anyone who can write to the bucket could edit sweep.json or plant an archive: neither steers home."""
+    import tarfile
+
+    from hydra_plugins.quantsweep_sagemaker._home import FetchError, SweepRecord, bring_home
+    from hydra_plugins.quantsweep_sagemaker._s3 import Store
+
+    prefix = "s3://bucket/quantsweep/20261130-120000"
+    record = {
+        "format": 1,
+        "region": "us-east-1",
+        "prefix": prefix,
+        "bucket_owner": "123456789012",
+        "sweep_dir": "/x",
+    }
+    SweepRecord.from_json({**record, "jobs": [{"name": "qs-20261130-120000-000-dynamic"}]}, "sweep.json")
+    with pytest.raises(FetchError, match="did not name"):
+        SweepRecord.from_json({**record, "jobs": [{"name": "someone-elses-job"}]}, "sweep.json")
+
+    class Planted:
+        """An S3 client whose every object is an archive whose return.json names ``relative``."""
+
+        relative = "."
+
+        def download_file(self, bucket: str, key: str, path: str, ExtraArgs: dict[str, str]) -> None:
+            folder = tmp_path / "planted"
+            folder.mkdir(exist_ok=True)
+            (folder / "return.json").write_text(
+                json.dumps(_payload.return_record("COMPLETED", self.relative, True, None))
+            )
+            with tarfile.open(path, "w:gz") as tar:
+                tar.add(folder / "return.json", arcname="return.json")
+
+    store = Store(Planted(), "123456789012")
+    name = "qs-20261130-120000-000-dynamic"
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    elsewhere = {"ModelArtifacts": {"S3ModelArtifacts": "s3://bucket/other/model.tar.gz"}}
+    with pytest.raises(FetchError, match="not under this sweep"):
+        bring_home(store, name, elsewhere, sweep, prefix)
+    ours = {"ModelArtifacts": {"S3ModelArtifacts": f"{prefix}/output/{name}/output/model.tar.gz"}}
+    with pytest.raises(FetchError, match="not one of the sweep's"):
+        bring_home(store, name, ours, sweep, prefix)  # "." would pour the job over the sweep folder
+    Planted.relative = "dynamic-add-none"
+    assert bring_home(store, name, ours, sweep, prefix).job_dir == (sweep / "dynamic-add-none").resolve()

@@ -47,7 +47,10 @@ def locate(target: str, into: Path | None, bucket_owner: str | None) -> tuple[Sw
         except Exception as error:
             raise FetchError(f"Could not read the sweep record {uri}: {error}") from None
         record = SweepRecord.from_json(data, uri)
-        sweep_dir = (into or Path(record.sweep_dir)).resolve()
+        if record.prefix.rstrip("/") != target.rstrip("/"):
+            raise FetchError(f"{uri} describes the sweep at {record.prefix}, not {target}; it is not used.")
+        # never where the record says: anyone who can write to the bucket could point that anywhere
+        sweep_dir = (into or Path.cwd() / target.rstrip("/").rsplit("/", 1)[-1]).resolve()
         store = Store(_session(record.region).client("s3"), bucket_owner or record.bucket_owner)
         return record, sweep_dir, store
     folder = Path(target)
@@ -90,7 +93,7 @@ def fetch(
             _say(f"{name}: still running ({state(description)}); fetch again once it has ended")
         elif status == "Completed":
             try:
-                home = bring_home(store, name, description, sweep_dir)
+                home = bring_home(store, name, description, sweep_dir, record.prefix)
             except Exception as error:
                 problems += 1
                 _say(f"{name}: Completed, not brought home: {brief(error)}")
@@ -169,7 +172,9 @@ def main(argv: list[str] | None = None) -> None:
     fetching.add_argument(
         "target", help="the sweep folder, or the sweep's S3 prefix (s3://bucket/.../<stamp>)"
     )
-    fetching.add_argument("--into", type=Path, help="with an S3 prefix: the local sweep folder to fill")
+    fetching.add_argument(
+        "--into", type=Path, help="with an S3 prefix: the local sweep folder to fill (default: ./<stamp>)"
+    )
     fetching.add_argument(
         "--bucket-owner", help="the bucket's AWS account (default: the one recorded, else your own)"
     )

@@ -426,7 +426,7 @@ def _run_remotely(
     def bring(job: PlannedJob, description: dict[str, Any]) -> Home | None:
         if description.get("TrainingJobStatus") != "Completed":
             return None  # SageMaker keeps no output of a Failed or Stopped job
-        home = bring_home(store, job.name, description, sweep_dir)
+        home = bring_home(store, job.name, description, sweep_dir, prefix)
         record.mark_home(job.name, home.record.relative_dir)
         record.save(sweep_dir)
         if home.record.status == "COMPLETED":
@@ -452,8 +452,8 @@ def _run_remotely(
             returns[job.name] = _job_return(job, outcomes[job.name], session)
     if not settings.wait:
         print(
-            f"When they have ended, bring the results home (card, MLflow) with: "
-            f"quantsweep-sagemaker fetch {sweep_dir}",
+            f"When they have ended, bring the results home (card, MLflow) with: quantsweep-sagemaker fetch "
+            f"{sweep_dir}\n(from another machine: quantsweep-sagemaker fetch {prefix} --into <folder>)",
             file=sys.stderr,
         )
     return [returns[job.name] for job in planned if job.name in returns]

@@ -67,6 +67,11 @@ class SweepRecord:
         names = [job.get("name") for job in record.jobs]
         if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
             raise FetchError(f"{where}: its jobs must have distinct names.")
+        # the launcher names every job qs-<stamp>-..., <stamp> being the last part of the prefix
+        stamp = str(record.prefix).rstrip("/").rsplit("/", 1)[-1]
+        strangers = [n for n in names if not str(n).startswith(f"qs-{stamp}-")]
+        if strangers:
+            raise FetchError(f"{where} names jobs this sweep's launcher did not name: {strangers}.")
         return record
 
     @classmethod
@@ -100,11 +105,17 @@ class Home:
     record: JobRecord
 
 
-def bring_home(store: Store, name: str, description: dict[str, Any], sweep_dir: Path) -> Home:
-    """Download a Completed job's ``model.tar.gz`` and unpack its job folder into the sweep."""
+def bring_home(store: Store, name: str, description: dict[str, Any], sweep_dir: Path, prefix: str) -> Home:
+    """Download a Completed job's ``model.tar.gz`` and unpack its job folder into the sweep.
+
+    Only from the sweep's own output prefix (``<prefix>/output/``), and only into a
+    subfolder of ``sweep_dir``.
+    """
     artifacts = (description.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
     if not artifacts:
         raise FetchError(f"SageMaker names no output (ModelArtifacts) for {name}.")
+    if not str(artifacts).startswith(f"{prefix.rstrip('/')}/output/{name}/"):
+        raise FetchError(f"{name}'s output {artifacts} is not under this sweep's {prefix}/output/{name}/.")
     with tempfile.TemporaryDirectory(prefix="quantsweep-sagemaker-") as scratch:
         archive = Path(scratch) / "model.tar.gz"
         store.download_file(str(artifacts), archive)
@@ -119,6 +130,10 @@ def bring_home(store: Store, name: str, description: dict[str, Any], sweep_dir: 
         except (PayloadError, ValueError) as error:
             raise FetchError(f"{artifacts}: {RETURN} cannot be used ({error}).") from None
         job_dir = (sweep_dir / record.relative_dir).resolve()
+        if job_dir == sweep_dir.resolve() or sweep_dir.resolve() not in job_dir.parents:
+            raise FetchError(
+                f"{artifacts}: {RETURN} names the folder {record.relative_dir!r}, not one of the sweep's."
+            )
         if (unpacked / "job").is_dir():
             shutil.copytree(unpacked / "job", job_dir, dirs_exist_ok=True)
     return Home(job_dir, record)
@@ -140,23 +155,24 @@ def log_at_home(job_dir: Path, sweep_dir: Path, from_container: bool) -> None:
 
     if not (job_dir / RESULTS_FILE).is_file():
         return
-    settings = settings_from_job(job_dir)
-    if not settings.enabled:
-        return
-    uri = tracking_uri(settings)
-    verdict = server_verdict(uri, sweep_dir)
-    if verdict is not None:
-        if not announced(uri):
-            announce_unreachable(uri, verdict, sweep_dir, "sweep")
-        return
+    uri = "(unknown)"
     try:
+        settings = settings_from_job(job_dir)
+        if not settings.enabled:
+            return
+        uri = tracking_uri(settings)
+        verdict = server_verdict(uri, sweep_dir)
+        if verdict is not None:
+            if not announced(uri):
+                announce_unreachable(uri, verdict, sweep_dir, "sweep")
+            return
         if from_container and logged_run(job_dir, settings) is None:
             log.warning(
                 "MLflow: the container did not log %s (its quantsweep.log says why); logging it from here.",
                 job_dir.name,
             )
         log_job(job_dir, settings, sweep_dir)
-    except Exception as error:
+    except Exception as error:  # the job is home; MLflow can catch up later, it must not fail the job
         log.warning(
             "Could not log %s to MLflow at %s (%s: %s). The results are safe in %s; log them later with: "
             "quantsweep-sagemaker fetch %s",
