@@ -205,6 +205,9 @@ def launch(
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{index}"
             sweep_config.hydra.job.num = index
+            # the folder this sweep writes to, resolved once: an unresolved ${now:} would resolve
+            # again in the container (another second, another folder) and in every composition
+            sweep_config.hydra.sweep.dir = str(sweep_dir.resolve())
         name = training_job_name(stamp, index, overrides)
         planned.append(PlannedJob(index, name, list(overrides), sweep_config, {}))
 

@@ -32,7 +32,7 @@ class SageMakerLauncherConf:
     _target_: str = "hydra_plugins.quantsweep_sagemaker.launcher.SageMakerLauncher"
     # the IAM role the training jobs run as (arn:aws:iam::<account>:role/<name>)
     role: str | None = None
-    # null: AWS_REGION / AWS_DEFAULT_REGION / the AWS profile's region
+    # null: AWS_REGION or AWS_DEFAULT_REGION (an AWS profile's region is not read: name it here)
     region: str | None = None
     # any of SageMaker's training instance types (botocore's TrainingInstanceType enum); the
     # default is a CPU with AVX512-VNNI and AMX-INT8, the seed card's GPU is ml.g4dn.2xlarge
