@@ -15,6 +15,7 @@ messages are those the service model's documentation lists.
 from __future__ import annotations
 
 import itertools
+import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -744,3 +745,29 @@ def test_wait_false_with_more_jobs_than_max_parallel_submits_nothing(client: Any
 
     with pytest.raises(ValueError, match="nothing was submitted"):
         run(script, jobs, Home(), max_parallel_jobs=2, wait=False)
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGHUP"])
+def test_a_termination_signal_stops_the_running_jobs_like_ctrl_c(
+    client: Any, capsys: pytest.CaptureFixture[str], signal_name: str
+) -> None:
+    """A cancelled CI job or a closed terminal sends SIGTERM or SIGHUP, not Ctrl-C: the jobs still stop."""
+    import signal
+
+    a = plan("qs-20250101-120000-000-x")
+    script = Script(client)
+    script.create(a)
+    script.stop(a.name)
+    number = getattr(signal, signal_name)
+    before = signal.getsignal(number)
+
+    class Terminated(Sleeps):
+        def __call__(self, seconds: float) -> None:
+            os.kill(os.getpid(), number)  # delivered to this (the main) thread, as from outside
+
+    with pytest.raises(KeyboardInterrupt):
+        run(script, [a], Home(), max_parallel_jobs=1, sleep=Terminated())
+    err = capsys.readouterr().err
+    assert f"the watch loop was interrupted ({signal_name} received)" in err
+    assert f"stopped (StopTrainingJob accepted): {a.name}" in err
+    assert signal.getsignal(number) == before  # the caller's handler is back

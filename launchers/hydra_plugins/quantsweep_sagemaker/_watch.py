@@ -38,7 +38,8 @@ from __future__ import annotations
 import random
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -316,6 +317,32 @@ def call(
             retry += 1
 
 
+@contextmanager
+def _signals_as_interrupts() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the loop as Ctrl-C does, so it stops the jobs it started.
+
+    A cancelled CI job or a closed terminal sends these, not SIGINT; without a handler the
+    process would die at once and its jobs would bill on until their max runtime. Python
+    delivers signals to the main thread only, so elsewhere nothing changes.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(number: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"{signal.Signals(number).name} received")
+
+    previous = {number: signal.signal(number, interrupt) for number in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 # ---- the loop --------------------------------------------------------------------------------
 
 
@@ -488,20 +515,24 @@ class _Watch(Generic[J, R]):
             )
         shape = self.client.meta.service_model.operation_model("CreateTrainingJob").input_shape
         self.pending = list(self.jobs)
-        try:
-            self.submit(shape)
-            if not self.wait:
-                self.leave()
-            else:
-                while self.running:
-                    self.sleep(self.poll_seconds)
-                    self.poll()
-                    self.submit(shape)
-        except BaseException as error:  # Ctrl-C too: no job may be left billing untold
-            self.fail_safe(error)
-            raise
+        with _signals_as_interrupts():  # also while stopping: a second signal is reported, not fatal
+            try:
+                self.watch(shape)
+            except BaseException as error:  # Ctrl-C too: no job may be left billing untold
+                self.fail_safe(error)
+                raise
         self.summary()
         return {job.name: self.outcomes[job.name] for job in self.jobs if job.name in self.outcomes}
+
+    def watch(self, shape: Any) -> None:
+        self.submit(shape)
+        if not self.wait:
+            self.leave()
+            return
+        while self.running:
+            self.sleep(self.poll_seconds)
+            self.poll()
+            self.submit(shape)
 
     def leave(self) -> None:
         """wait=false: the jobs created run on their own; say how to follow and stop them."""
@@ -585,7 +616,9 @@ class _Watch(Generic[J, R]):
         maybe: str | None,
     ) -> None:
         what = (
-            "was interrupted (Ctrl-C)" if isinstance(error, KeyboardInterrupt) else f"failed ({brief(error)})"
+            f"was interrupted ({error.args[0] if error.args else 'Ctrl-C'})"
+            if isinstance(error, KeyboardInterrupt)
+            else f"failed ({brief(error)})"
         )
         lines = [
             f"SageMaker: the watch loop {what}; stopping the training jobs it started, so that none keeps billing."
