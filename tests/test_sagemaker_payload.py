@@ -384,3 +384,23 @@ def test_a_sweep_record_or_an_output_that_points_elsewhere_is_refused(tmp_path) 
         bring_home(store, name, ours, sweep, prefix)  # "." would pour the job over the sweep folder
     Planted.relative = "dynamic-add-none"
     assert bring_home(store, name, ours, sweep, prefix).job_dir == (sweep / "dynamic-add-none").resolve()
+
+
+def test_a_second_launch_into_the_same_sweep_folder_keeps_the_first_launchs_jobs(tmp_path) -> None:
+    """A sweeper that launches in batches (or a rerun) adds to the sweep record; fetch still finds every job."""
+    from hydra_plugins.quantsweep_sagemaker._home import SweepRecord
+
+    first = SweepRecord("us-east-1", "s3://b/q/20261130-120000", "123456789012", str(tmp_path),
+                        [{"name": "qs-20261130-120000-000-a", "home": "a"}])  # fmt: skip
+    first.save(tmp_path)
+    second = SweepRecord("us-east-1", "s3://b/q/20261130-130000", "123456789012", str(tmp_path),
+                         [{"name": "qs-20261130-130000-001-b", "prefix": "s3://b/q/20261130-130000", "home": None}])  # fmt: skip
+    merged = second.after(SweepRecord.load(tmp_path))
+    merged.save(tmp_path)
+    again = SweepRecord.load(tmp_path)  # and it reads back: each job's name matches its own prefix
+    assert [job["name"] for job in again.jobs] == ["qs-20261130-120000-000-a", "qs-20261130-130000-001-b"]
+    assert [again.job_prefix(job) for job in again.jobs] == [
+        "s3://b/q/20261130-120000",
+        "s3://b/q/20261130-130000",
+    ]
+    assert again.jobs[0]["home"] == "a"

@@ -93,7 +93,7 @@ def fetch(
             _say(f"{name}: still running ({state(description)}); fetch again once it has ended")
         elif status == "Completed":
             try:
-                home = bring_home(store, name, description, sweep_dir, record.prefix)
+                home = bring_home(store, name, description, sweep_dir, record.job_prefix(job))
             except Exception as error:
                 problems += 1
                 _say(f"{name}: Completed, not brought home: {brief(error)}")

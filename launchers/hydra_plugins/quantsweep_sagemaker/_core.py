@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -413,16 +413,17 @@ def _run_remotely(
     store = Store(session.client("s3"), str(settings.bucket_owner or caller_account(session)))
     _upload(launcher, planned, store, prefix, tracking_uri)
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir)).resolve()
-    # before the first create: every job the launcher may create can be found again
-    record = SweepRecord(
-        region=region,
-        prefix=prefix,
-        bucket_owner=store.owner,
-        sweep_dir=str(sweep_dir),
-        jobs=[{"name": j.name, "index": j.index, "overrides": j.overrides, "home": None} for j in planned],
-    )
+    # before the first create: every job the launcher may create can be found again, from the
+    # sweep folder (with the jobs of earlier launches into it: a sweeper that launches in
+    # batches, a rerun) or from this launch's S3 prefix
+    jobs = [
+        {"name": j.name, "index": j.index, "overrides": j.overrides, "prefix": prefix, "home": None}
+        for j in planned
+    ]
+    launched = SweepRecord(region, prefix, store.owner, str(sweep_dir), jobs)
+    store.put_json(asdict(launched), launched.s3_uri)
+    record = launched.after(SweepRecord.load(sweep_dir) if (sweep_dir / RECORD_FILE).is_file() else None)
     record.save(sweep_dir)
-    store.put_json(json.loads((sweep_dir / RECORD_FILE).read_text(encoding="utf-8")), record.s3_uri)
 
     returns: dict[str, JobReturn] = {}
 

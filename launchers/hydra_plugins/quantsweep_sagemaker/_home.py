@@ -67,9 +67,12 @@ class SweepRecord:
         names = [job.get("name") for job in record.jobs]
         if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
             raise FetchError(f"{where}: its jobs must have distinct names.")
-        # the launcher names every job qs-<stamp>-..., <stamp> being the last part of the prefix
-        stamp = str(record.prefix).rstrip("/").rsplit("/", 1)[-1]
-        strangers = [n for n in names if not str(n).startswith(f"qs-{stamp}-")]
+        # the launcher names every job qs-<stamp>-..., <stamp> being the last part of its prefix
+        strangers = [
+            job["name"]
+            for job in record.jobs
+            if not str(job["name"]).startswith(f"qs-{record.job_prefix(job).rstrip('/').rsplit('/', 1)[-1]}-")
+        ]
         if strangers:
             raise FetchError(f"{where} names jobs this sweep's launcher did not name: {strangers}.")
         return record
@@ -90,6 +93,20 @@ class SweepRecord:
         scratch = path.with_name(f".{path.name}.tmp")
         scratch.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
         os.replace(scratch, path)  # a kill mid-write leaves the old record, never half of one
+
+    def job_prefix(self, job: dict[str, Any]) -> str:
+        """The S3 prefix a job was launched under (each launch into a sweep folder has its own)."""
+        return str(job.get("prefix") or self.prefix)
+
+    def after(self, earlier: SweepRecord | None) -> SweepRecord:
+        """This launch's record, with the jobs of an earlier record of the same folder before it."""
+        if earlier is None:
+            return self
+        names = {job["name"] for job in self.jobs}
+        kept = [
+            {**job, "prefix": earlier.job_prefix(job)} for job in earlier.jobs if job["name"] not in names
+        ]
+        return SweepRecord(self.region, self.prefix, self.bucket_owner, self.sweep_dir, [*kept, *self.jobs])
 
     def mark_home(self, name: str, relative_dir: str) -> None:
         for job in self.jobs:
