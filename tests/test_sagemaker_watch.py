@@ -771,3 +771,21 @@ def test_a_termination_signal_stops_the_running_jobs_like_ctrl_c(
     assert f"the watch loop was interrupted ({signal_name} received)" in err
     assert f"stopped (StopTrainingJob accepted): {a.name}" in err
     assert signal.getsignal(number) == before  # the caller's handler is back
+
+
+def test_a_stopped_job_with_a_warm_pool_is_named_with_the_command_that_releases_its_instance(
+    client: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = plan("qs-20250101-120000-000-x", keep_alive_seconds=900)
+    script = Script(client)
+    script.create(a)
+    script.stop(a.name)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(script, [a], Home(), max_parallel_jobs=1, sleep=Sleeps(KeyboardInterrupt(), at=1))
+    err = capsys.readouterr().err
+    assert "warm pool: the instances of the stopped jobs stay, billed, for up to 900 s" in err
+    assert (
+        f"aws sagemaker update-training-job --region {REGION} --training-job-name {a.name} "
+        "--resource-config KeepAlivePeriodInSeconds=0" in err
+    )

@@ -395,6 +395,7 @@ def _upload(
                 channel = f"input{number}"
                 channels[key] = (channel, path.name)
                 job.request["input_data_config"].append(s3_channel(channel, uri))
+            check_request(job.request, job.name, job.overrides)  # with its input channels, as it will be sent
             payload = _payload.job_payload(job.config, task, channels, environment)
             job_file = Path(tmp) / f"{job.name}.json"
             job_file.write_text(_payload.dumps(payload), encoding="utf-8")

@@ -404,7 +404,8 @@ class _Watch(Generic[J, R]):
                 )
                 self.sleep(wait)
                 retry += 1
-        self.creating = None
+        # ``creating`` stays set until the caller records the job as running: an interruption
+        # in between must not report a created job as never submitted
 
     def submit(self, shape: Any) -> None:
         while self.pending and len(self.running) < self.max_parallel_jobs:
@@ -425,6 +426,7 @@ class _Watch(Generic[J, R]):
                 return
             self.pending.pop(0)
             self.running[job.name] = _Running(job, time.monotonic())
+            self.creating = None
             _say(f"SageMaker {job.name}: submitted")
 
     def refuse(self, error: BaseException) -> None:
@@ -564,7 +566,7 @@ class _Watch(Generic[J, R]):
         """Stop every job this loop started that may still run; say exactly what became of each."""
         targets = list(self.running)
         maybe = self.creating.name if self.creating is not None else None
-        if maybe is not None:
+        if maybe is not None and maybe not in targets:
             targets.append(maybe)
         done: set[str] = set()
         stopped: list[str] = []
@@ -649,7 +651,30 @@ class _Watch(Generic[J, R]):
         never += [o.name for o in self.outcomes.values() if o.status == NOT_SUBMITTED]
         if never:
             lines.append(f"  not submitted: {', '.join(never)}")
+        lines += self.warm_pool_note(stopped)
         _say("\n".join(lines))
+
+    def warm_pool_note(self, stopped: list[str]) -> list[str]:
+        """With a warm pool (keep_alive_seconds), a stopped job's instance stays, billed, for its keep-alive."""
+        keep = {}
+        for job in self.jobs:
+            resources = job.request.get("resource_config") or job.request.get("ResourceConfig") or {}
+            seconds = resources.get("keep_alive_period_in_seconds") or resources.get(
+                "KeepAlivePeriodInSeconds"
+            )
+            if job.name in stopped and seconds:
+                keep[job.name] = int(seconds)
+        if not keep:
+            return []
+        return [
+            f"  warm pool: the instances of the stopped jobs stay, billed, for up to {max(keep.values())} s "
+            "(hydra.launcher.keep_alive_seconds); release one at once with",
+            *(
+                f"    aws sagemaker update-training-job --region {self.region} --training-job-name {name} "
+                "--resource-config KeepAlivePeriodInSeconds=0"
+                for name in keep
+            ),
+        ]
 
 
 def watch(
