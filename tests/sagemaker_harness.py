@@ -53,7 +53,16 @@ LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 IMAGE_PACKAGES = ("torch==2.13.0",)
 # what the container sets itself; nothing of the test process's HF_* settings goes in
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-_NOT_INHERITED = ("PYTEST", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "HF_", "HUGGINGFACE", "TRANSFORMERS_")
+_NOT_INHERITED = (
+    "PYTEST",
+    "VIRTUAL_ENV",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "HF_",
+    "HUGGINGFACE",
+    "TRANSFORMERS_",
+    "MLFLOW_",
+)
 
 
 def _site_packages(venv: Path) -> Path:

@@ -404,3 +404,22 @@ def test_a_second_launch_into_the_same_sweep_folder_keeps_the_first_launchs_jobs
         "s3://b/q/20261130-130000",
     ]
     assert again.jobs[0]["home"] == "a"
+
+
+def test_a_bucket_of_another_account_is_refused_before_any_upload() -> None:
+    """S3 answers HeadBucket with ExpectedBucketOwner 403 when the bucket is someone else's."""
+    import boto3
+    from botocore.stub import Stubber
+
+    from hydra_plugins.quantsweep_sagemaker._s3 import BucketError, Store
+
+    s3 = boto3.Session(region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x").client("s3")
+    with Stubber(s3) as stub:
+        owned = {"Bucket": "sagemaker-us-east-1-123456789012", "ExpectedBucketOwner": "123456789012"}
+        stub.add_response("head_bucket", {}, owned)
+        stub.add_client_error("head_bucket", "403", "Forbidden", 403, expected_params=owned)
+        store = Store(s3, "123456789012")
+        store.check_bucket("s3://sagemaker-us-east-1-123456789012/quantsweep/x")
+        with pytest.raises(BucketError, match="belongs to another account than 123456789012"):
+            store.check_bucket("s3://sagemaker-us-east-1-123456789012/quantsweep/x")
+        stub.assert_no_pending_responses()

@@ -412,6 +412,7 @@ def _run_remotely(
     callbacks = launcher.hydra_context.callbacks
     session = _boto_session(region)
     store = Store(session.client("s3"), str(settings.bucket_owner or caller_account(session)))
+    store.check_bucket(prefix)
     _upload(launcher, planned, store, prefix, tracking_uri)
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir)).resolve()
     # before the first create: every job the launcher may create can be found again, from the

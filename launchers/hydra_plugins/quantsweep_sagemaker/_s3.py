@@ -19,6 +19,10 @@ from pathlib import Path
 from typing import Any
 
 
+class BucketError(RuntimeError):
+    """A bucket the launcher must not use; the message is for the user."""
+
+
 def split(uri: str) -> tuple[str, str]:
     """``s3://bucket/key`` as (bucket, key)."""
     if not uri.startswith("s3://"):
@@ -42,6 +46,24 @@ class Store:
     @property
     def _owned(self) -> dict[str, str]:
         return {"ExpectedBucketOwner": self.owner}
+
+    def check_bucket(self, uri: str) -> None:
+        """Refuse, before anything is uploaded, a bucket that is missing or another account's (HeadBucket)."""
+        from botocore.exceptions import ClientError
+
+        bucket, _ = split(uri)
+        try:
+            self.client.head_bucket(Bucket=bucket, **self._owned)
+        except ClientError as error:
+            code = str(error.response.get("Error", {}).get("Code", ""))
+            why = {
+                "403": "it belongs to another account than",
+                "404": "it does not exist, expected owner",
+            }.get(code, f"S3 answered {code} for")
+            raise BucketError(
+                f"The S3 bucket {bucket} cannot be used: {why} {self.owner} (hydra.launcher.bucket_owner, "
+                "null: your account). Nothing was uploaded."
+            ) from None
 
     def upload_file(self, path: Path, uri: str) -> None:
         bucket, key = split(uri)

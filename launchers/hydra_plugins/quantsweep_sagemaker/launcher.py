@@ -29,10 +29,11 @@ class SageMakerLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from hydra_plugins.quantsweep_sagemaker import _core  # the SageMaker SDK loads only now
         from hydra_plugins.quantsweep_sagemaker._bundle import BundleError
+        from hydra_plugins.quantsweep_sagemaker._s3 import BucketError
 
         try:
             return _core.launch(self, job_overrides, initial_job_idx)
-        except (LauncherConfigError, BundleError) as error:
+        except (LauncherConfigError, BundleError, BucketError) as error:
             # one paragraph for the user, not a traceback; nothing was uploaded yet
             print(f"\nquantsweep: {error}", file=sys.stderr)
             raise SystemExit(2) from None
