@@ -18,6 +18,8 @@ from enum import Enum
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from quantsweep.tasks import TASKS
+
 # ONNX op types the ONNX Runtime quantizer knows in at least one of its modes (integer
 # ops, QLinear ops or QDQ). Which of them a given approach really quantizes is recorded
 # per run from the graph; this list only catches typos early.
@@ -63,7 +65,7 @@ KNOWN_QUANTIZABLE_OPERATORS: tuple[str, ...] = (
 # Named exclusion patterns; everything else in ``exclusion.nodes`` is a node name.
 EXCLUSION_PATTERNS: tuple[str, ...] = ("layernorm", "gelu", "residual", "gather", "softmax")
 
-SUPPORTED_TASKS: tuple[str, ...] = ("token-classification",)
+SUPPORTED_TASKS: tuple[str, ...] = tuple(TASKS)  # quantsweep/tasks/: one module per task
 INSTRUCTION_SETS: tuple[str, ...] = ("auto", "avx512_vnni", "avx512", "avx2", "arm64")
 OPTIMIZATION_LEVELS: tuple[int, ...] = (0, 1)
 

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from quantsweep.data import EncodedSentence, TaggedSentences
     from quantsweep.quantize import QuantizationRequest
     from quantsweep.sessions import SessionSettings
+    from quantsweep.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -70,21 +71,28 @@ class SearchBudget:
 
 
 def drop_bound(
-    reference: np.ndarray, candidate: np.ndarray, confidence: float | None, seed: int, resamples: int = 2000
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    confidence: float | None,
+    seed: int,
+    resamples: int = 2000,
+    metric: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> float:
     """The F1 drop from ``reference`` to ``candidate`` that holds at ``confidence``, or the measured one.
 
     A paired bootstrap over sentences: both models are scored on the same resampled
     sentences, and the bound is the ``confidence`` quantile of the drops. Inputs are the
-    per-sentence counts of :func:`quantsweep.evaluate.entity_counts`.
+    per-row counts of the task (:func:`quantsweep.evaluate.entity_counts` for tokens) and
+    ``metric`` turns summed counts into the metric (default: seqeval's micro F1).
     """
     from quantsweep.evaluate import f1_from_counts
 
-    measured = float(f1_from_counts(reference.sum(axis=0)) - f1_from_counts(candidate.sum(axis=0)))
+    score = metric or f1_from_counts
+    measured = float(score(reference.sum(axis=0)) - score(candidate.sum(axis=0)))
     if confidence is None or len(reference) < 2:
         return measured
     rows = np.random.default_rng(seed).integers(0, len(reference), size=(resamples, len(reference)))
-    drops = f1_from_counts(reference[rows].sum(axis=1)) - f1_from_counts(candidate[rows].sum(axis=1))
+    drops = score(reference[rows].sum(axis=1)) - score(candidate[rows].sum(axis=1))
     return float(np.quantile(drops, confidence))
 
 
@@ -289,18 +297,17 @@ class _Candidates:
     model_config: PretrainedConfig
     rows: HeldOutRows
     sessions: SessionSettings
+    task: Task
 
     def counts(self, model: Path) -> np.ndarray:
-        """Per held-out row: entities right, predicted, in the reference (``entity_counts``)."""
-        from quantsweep.evaluate import entity_counts, predict_word_labels
+        """Per held-out row, the task's counts (for tokens: entities right, predicted, in the reference)."""
         from quantsweep.sessions import create_session
 
         rows = self.rows
         session = create_session(model, self.sessions)
-        predictions = predict_word_labels(
-            session, rows.encoded, rows.id2label, rows.batch_size, rows.pad_token_id
+        return self.task.counts(
+            session, rows.data, rows.encoded, rows.id2label, rows.batch_size, rows.pad_token_id
         )
-        return entity_counts(rows.data.tags, predictions)
 
     def quantized_with(self, nodes: list[str], folder: Path) -> Path:
         from dataclasses import replace
@@ -348,16 +355,16 @@ def find_exclusions(
     sessions: SessionSettings,
     scratch: Path,
     seed: int,
+    task: Task,
 ) -> ExclusionSearchResult:
     """Rank the candidate nodes, search, and report every step; ``scratch`` holds temporary models."""
     import tempfile
 
-    from quantsweep.evaluate import f1_from_counts
-
+    f1_from_counts = task.metric_from_counts
     started = time.perf_counter()
     candidates = candidate_nodes(model_path, request.operators)
     names = {name for name, _, _ in candidates}
-    models = _Candidates(model_path, request, ranges, model_config, rows, sessions)
+    models = _Candidates(model_path, request, ranges, model_config, rows, sessions, task)
     reference = models.counts(model_path)
     fp32_f1 = float(f1_from_counts(reference.sum(axis=0)))
     with tempfile.TemporaryDirectory(dir=scratch, prefix=".exclusion-search-") as tmp:
@@ -369,7 +376,7 @@ def find_exclusions(
                 candidate = models.counts(models.quantized_with(nodes, Path(folder)))
             return Scored(
                 f1=float(f1_from_counts(candidate.sum(axis=0))),
-                drop_bound=drop_bound(reference, candidate, settings.confidence, seed),
+                drop_bound=drop_bound(reference, candidate, settings.confidence, seed, metric=f1_from_counts),
             )
 
         budget = SearchBudget(settings.max_f1_drop, settings.max_evaluations, settings.max_minutes)

@@ -108,24 +108,27 @@ def load_exported(folder: Path) -> ExportedModel:
     )
 
 
-def _load_model(model_name_or_path: str, revision: str | None, opset: int | None) -> tuple[Any, str]:
+def _load_model(
+    model_name_or_path: str, revision: str | None, task: str, opset: int | None
+) -> tuple[Any, str]:
     """The PyTorch model to export, in eval mode, and the attention implementation it exports with.
 
     SDPA attention exports only from opset 14 on; below it, and for architectures without an
     SDPA path, the eager attention is exported.
     """
-    from transformers import AutoModelForTokenClassification
+    from quantsweep.tasks import get
 
+    auto_model = get(task).model_class()
     attention = "eager" if opset is not None and opset < SDPA_MIN_OPSET else "sdpa"
     try:
-        model = AutoModelForTokenClassification.from_pretrained(
+        model = auto_model.from_pretrained(
             model_name_or_path, revision=revision, attn_implementation=attention
         )
     except ValueError as error:
         if "attn_implementation" not in str(error) and "sdpa" not in str(error).lower():
             raise _hub_hint(model_name_or_path, error) from error
         attention = "eager"
-        model = AutoModelForTokenClassification.from_pretrained(
+        model = auto_model.from_pretrained(
             model_name_or_path, revision=revision, attn_implementation=attention
         )
     except Exception as error:
@@ -147,7 +150,7 @@ def export_model(
     from optimum.exporters.onnx import onnx_export_from_model
 
     start = time.perf_counter()
-    model, attention = _load_model(model_name_or_path, revision, opset)
+    model, attention = _load_model(model_name_or_path, revision, task, opset)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
         onnx_export_from_model(model, tmp, opset=opset, task=task, do_validation=False)

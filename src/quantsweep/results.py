@@ -1,6 +1,6 @@
 """The ``results.json`` of one job: typed records that serialise themselves.
 
-The schema is documented in the README ("Results schema"); bump ``SCHEMA_VERSION`` when
+The schema is documented in docs/results_schema.md; bump ``SCHEMA_VERSION`` when
 a field changes meaning. Files are written atomically: a crash leaves either the old
 file or none, never half of one, and a job's ``results.json`` exists only once the job
 has finished.
@@ -15,6 +15,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from quantsweep.tasks import token_classification
 
 SCHEMA_VERSION = 4
 RESULTS_FILE = "results.json"
@@ -49,8 +51,8 @@ def _umask() -> int:
 
 
 # the scores every job reports for the original and the quantized model, in the order the
-# console, the card, the CSV and MLflow show them
-METRICS = ("precision", "recall", "f1", "accuracy")
+# console, the card, the CSV and MLflow show them (token classification's, the one task yet)
+METRICS = token_classification.METRICS
 
 
 @dataclass

@@ -47,7 +47,6 @@ def key_parts(cfg: RunConfig, export_key: str, data_fingerprint: str, plan: Plan
 
 def run(job: JobRun, inputs: Inputs, exported: ExportedModel, plan: Plan) -> Calibration | None:
     """The ranges, or None for dynamic quantization (which calibrates nothing)."""
-    from quantsweep.data import encode_sentences
     from quantsweep.quantize import CalibrationBatches, calibrate, load_ranges, save_ranges
 
     cfg, data = job.cfg, inputs.calibration_data
@@ -56,7 +55,7 @@ def run(job: JobRun, inputs: Inputs, exported: ExportedModel, plan: Plan) -> Cal
 
     def build(folder: Path) -> None:
         batches = CalibrationBatches(
-            encode_sentences(inputs.tokenizer, data.tokens, plan.max_length),
+            job.task.encode(inputs.tokenizer, data, plan.max_length),
             cfg.calibration.batch_size,
             inputs.pad_id,
             exported.input_names,
@@ -73,6 +72,6 @@ def run(job: JobRun, inputs: Inputs, exported: ExportedModel, plan: Plan) -> Cal
 
     with job.clock(NAME):
         parts = key_parts(cfg, job.key(EXPORT), data.fingerprint, plan)
-        with job.cached(CACHE_KIND, CODE, parts, build, "Calibration statistics") as folder:
+        with job.cached(CACHE_KIND, job.code(CODE), parts, build, "Calibration statistics") as folder:
             ranges, samples = load_ranges(folder)
     return Calibration(ranges, samples)

@@ -19,6 +19,7 @@ from typing import Any
 
 from quantsweep.cache import ArtifactCache, CacheUse
 from quantsweep.config import RunConfig
+from quantsweep.tasks import Task
 
 log = logging.getLogger("quantsweep.job")
 
@@ -47,6 +48,7 @@ class JobRun:
     job_dir: Path
     cache: ArtifactCache
     versions: dict[str, str]
+    task: Task
     clock: PhaseClock = field(default_factory=PhaseClock)
     uses: dict[str, CacheUse] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
@@ -54,11 +56,17 @@ class JobRun:
     @classmethod
     def start(cls, cfg: RunConfig, job_dir: Path) -> JobRun:
         from quantsweep.environment import package_versions
+        from quantsweep.tasks import get
 
         job_dir.mkdir(parents=True, exist_ok=True)
-        return cls(
-            cfg, job_dir, ArtifactCache(Path(cfg.cache_dir) if cfg.cache else None), package_versions()
-        )
+        cache = ArtifactCache(Path(cfg.cache_dir) if cfg.cache else None)
+        return cls(cfg, job_dir, cache, package_versions(), get(cfg.task))
+
+    def code(self, modules: tuple[str, ...]) -> tuple[str, ...]:
+        """A cached stage's modules and the task's module: their source is part of its key."""
+        from quantsweep.tasks import TASKS
+
+        return (*modules, TASKS[self.cfg.task])
 
     def packages(self, *names: str) -> dict[str, str | None]:
         """The versions of these packages, as a cache-key part."""

@@ -59,8 +59,6 @@ def key_parts(
 def run(
     job: JobRun, inputs: Inputs, exported: ExportedModel, quantized: Quantized, plan: Plan
 ) -> Evaluations:
-    from quantsweep.data import encode_sentences
-    from quantsweep.evaluate import evaluate_model
     from quantsweep.sessions import SessionSettings, create_session
 
     cfg, data = job.cfg, inputs.eval_data
@@ -68,10 +66,10 @@ def run(
         settings = SessionSettings.for_threads(cfg.benchmark.threads)
         original_session = create_session(exported.onnx_path, settings)
         quantized_session = create_session(quantized.path, settings)
-        encoded = encode_sentences(inputs.tokenizer, data.tokens, plan.max_length)
+        encoded = job.task.encode(inputs.tokenizer, data, plan.max_length)
 
         def score(session: Any, what: str) -> EvaluationResult:
-            return evaluate_model(
+            return job.task.evaluate(
                 session, data, encoded, inputs.id2label, cfg.eval_batch_size, inputs.pad_id, what
             )
 
@@ -80,7 +78,7 @@ def run(
             atomic_write_text(folder / _EVALUATION_FILE, json.dumps(asdict(result), indent=1) + "\n")
 
         parts = key_parts(cfg, job.key(EXPORT), data.fingerprint, plan.max_length, job.packages(*PACKAGES))
-        with job.cached(CACHE_KIND, CODE, parts, build, "fp32 evaluation") as folder:
+        with job.cached(CACHE_KIND, job.code(CODE), parts, build, "fp32 evaluation") as folder:
             original = EvaluationResult.from_dict(
                 json.loads((folder / _EVALUATION_FILE).read_text(encoding="utf-8"))
             )

@@ -36,8 +36,6 @@ class Inputs:
 
 
 def run(job: JobRun) -> Inputs:
-    from quantsweep.data import load_split
-    from quantsweep.evaluate import check_labels
     from quantsweep.export import load_model_config, load_tokenizer
 
     cfg = job.cfg
@@ -45,7 +43,7 @@ def run(job: JobRun) -> Inputs:
         model_config = load_model_config(cfg.model_name_or_path, cfg.revision)
         tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.revision)
         check_input_lengths(cfg, model_config, tokenizer)
-        eval_data = load_split(cfg.dataset, cfg.dataset.eval_split, cfg.dataset.max_eval_samples)
+        eval_data = job.task.load(cfg.dataset, cfg.dataset.eval_split, cfg.dataset.max_eval_samples)
         log.info(
             "Evaluation data: %d sentences of %s (split %s)",
             len(eval_data),
@@ -53,17 +51,18 @@ def run(job: JobRun) -> Inputs:
             eval_data.split,
         )
         id2label = {int(k): str(v) for k, v in (model_config.id2label or {}).items()}
-        check_labels(id2label, eval_data.label_names, f"{eval_data.source} ({eval_data.split})")
-        calibration_data, holdout_data = _calibration_rows(cfg) if cfg.is_static else (None, None)
+        job.task.check_labels(id2label, eval_data)
+        calibration_data, holdout_data = _calibration_rows(job) if cfg.is_static else (None, None)
     return Inputs(model_config, tokenizer, eval_data, id2label, calibration_data, holdout_data)
 
 
-def _calibration_rows(cfg: RunConfig) -> tuple[TaggedSentences, TaggedSentences | None]:
+def _calibration_rows(job: JobRun) -> tuple[TaggedSentences, TaggedSentences | None]:
     """The calibration sample, and (exclusion=auto) the held-out rows the search scores on."""
-    from quantsweep.data import held_out_rows, load_split, sample_rows
+    from quantsweep.data import held_out_rows, sample_rows
 
+    cfg = job.cfg
     assert cfg.dataset.calibration_split is not None
-    full = load_split(cfg.dataset, cfg.dataset.calibration_split)
+    full = job.task.load(cfg.dataset, cfg.dataset.calibration_split)
     calibration = sample_rows(full, cfg.calibration.num_calibration_samples, cfg.seed)
     if len(calibration) < cfg.calibration.num_calibration_samples:
         log.warning(
@@ -80,7 +79,7 @@ def _calibration_rows(cfg: RunConfig) -> tuple[TaggedSentences, TaggedSentences 
         check_holdout(cfg, len(full), len(calibration), len(holdout))
     else:
         assert split is not None
-        other = load_split(cfg.dataset, split)
+        other = job.task.load(cfg.dataset, split)
         holdout = sample_rows(other, cfg.exclusion.holdout_samples, cfg.seed)
         check_holdout(cfg, len(other), 0, len(holdout))
     return calibration, holdout

@@ -93,7 +93,6 @@ def run(
 def _search(
     job: JobRun, inputs: Inputs, exported: ExportedModel, plan: Plan, calibration: Calibration
 ) -> ExclusionSearchResult:
-    from quantsweep.data import encode_sentences
     from quantsweep.exclusion_search import HeldOutRows, find_exclusions
     from quantsweep.sessions import SessionSettings
 
@@ -101,7 +100,7 @@ def _search(
     assert data is not None
     rows: HeldOutRows = HeldOutRows(
         data=data,
-        encoded=encode_sentences(inputs.tokenizer, data.tokens, plan.max_length),
+        encoded=list(job.task.encode(inputs.tokenizer, data, plan.max_length)),
         id2label=inputs.id2label,
         batch_size=cfg.eval_batch_size,
         pad_token_id=inputs.pad_id,
@@ -121,13 +120,14 @@ def _search(
             SessionSettings.for_threads(cfg.benchmark.threads),
             job.job_dir,
             cfg.seed,
+            job.task,
         )
         atomic_write_text(folder / _SEARCH_FILE, json.dumps(asdict(found), indent=1) + "\n")
 
     parts = key_parts(
         cfg, job.key(CALIBRATION), plan, data.fingerprint, rows.batch_size, job.packages(*PACKAGES)
     )
-    with job.cached(CACHE_KIND, CODE, parts, build, "Exclusion search") as folder:
+    with job.cached(CACHE_KIND, job.code(CODE), parts, build, "Exclusion search") as folder:
         return ExclusionSearchResult.from_dict(
             json.loads((folder / _SEARCH_FILE).read_text(encoding="utf-8"))
         )

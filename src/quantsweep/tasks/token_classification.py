@@ -1,0 +1,79 @@
+"""Token classification (NER): CoNLL-style word lists and tags, first-sub-token labels, seqeval.
+
+The data reading is :mod:`quantsweep.data`, the scoring :mod:`quantsweep.evaluate`; this
+module is what binds them to the :class:`~quantsweep.tasks.Task` interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from quantsweep.config import DatasetConfig
+    from quantsweep.data import EncodedSentence, TaggedSentences
+    from quantsweep.results import EvaluationResult
+
+NAME: str = "token-classification"
+# seqeval's micro-averaged entity scores and word-level accuracy; MLflow names them eval/<side>/<metric>
+METRICS: tuple[str, ...] = ("precision", "recall", "f1", "accuracy")
+
+
+def model_class() -> Any:
+    from transformers import AutoModelForTokenClassification
+
+    return AutoModelForTokenClassification
+
+
+def load(cfg: DatasetConfig, split: str, limit: int | None = None) -> TaggedSentences:
+    from quantsweep.data import load_split
+
+    return load_split(cfg, split, limit)
+
+
+def check_labels(id2label: dict[int, str], rows: TaggedSentences) -> None:
+    from quantsweep.evaluate import check_labels as check
+
+    check(id2label, rows.label_names, f"{rows.source} ({rows.split})")
+
+
+def encode(tokenizer: Any, rows: TaggedSentences, max_length: int) -> list[EncodedSentence]:
+    from quantsweep.data import encode_sentences
+
+    return encode_sentences(tokenizer, rows.tokens, max_length)
+
+
+def evaluate(
+    session: Any,
+    rows: TaggedSentences,
+    encoded: Sequence[EncodedSentence],
+    id2label: dict[int, str],
+    batch_size: int,
+    pad_token_id: int,
+    progress_label: str | None = None,
+) -> EvaluationResult:
+    from quantsweep.evaluate import evaluate_model
+
+    return evaluate_model(session, rows, encoded, id2label, batch_size, pad_token_id, progress_label)
+
+
+def counts(
+    session: Any,
+    rows: TaggedSentences,
+    encoded: Sequence[EncodedSentence],
+    id2label: dict[int, str],
+    batch_size: int,
+    pad_token_id: int,
+) -> np.ndarray:
+    """Per sentence: entities predicted exactly right, predicted, in the reference (seqeval's F1)."""
+    from quantsweep.evaluate import entity_counts, predict_word_labels
+
+    return entity_counts(rows.tags, predict_word_labels(session, encoded, id2label, batch_size, pad_token_id))
+
+
+def metric_from_counts(summed: np.ndarray) -> np.ndarray:
+    from quantsweep.evaluate import f1_from_counts
+
+    return f1_from_counts(summed)
