@@ -205,9 +205,10 @@ def launch(
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = f"{sweep_config.hydra.job.name}_{index}"
             sweep_config.hydra.job.num = index
-            # the folder this sweep writes to, resolved once: an unresolved ${now:} would resolve
-            # again in the container (another second, another folder) and in every composition
-            sweep_config.hydra.sweep.dir = str(sweep_dir.resolve())
+            # the folder this sweep writes to, its ${now:} resolved once (it would resolve again in
+            # the container: another second, another folder); a relative folder stays relative, to
+            # the job's working directory there as here (Hydra's launcher suites check it)
+            sweep_config.hydra.sweep.dir = str(sweep_dir)
         name = training_job_name(stamp, index, overrides)
         planned.append(PlannedJob(index, name, list(overrides), sweep_config, {}))
 
