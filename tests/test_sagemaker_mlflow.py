@@ -54,11 +54,16 @@ def runs(store: str) -> list[Any]:
 
 
 def test_a_run_logged_from_the_container_is_nested_at_home_and_never_logged_twice(
-    logged_job: tuple[Path, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    logged_job: tuple[Path, str],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from hydra_plugins.quantsweep_sagemaker._container import log_from_container
     from hydra_plugins.quantsweep_sagemaker._home import log_at_home
 
+    # a sqlite store's artifacts go to ./mlruns of the working directory: not the checkout's
+    monkeypatch.chdir(tmp_path)
     job, store = logged_job
     assert runs(store) == []  # the job itself deferred its logging
     assert log_from_container(job)
@@ -100,10 +105,13 @@ def test_a_container_that_cannot_log_says_so_in_the_jobs_log(
 def test_fetch_logs_a_sweep_whose_server_was_down_during_the_sweep(
     logged_job: tuple[Path, str],
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     mlflow_server: str,  # noqa: F811  (the fixture imported below)
 ) -> None:
     """The sweep folder remembers the server as down; fetch looks again and logs once it answers."""
     import json
+
+    monkeypatch.chdir(tmp_path)
 
     from hydra_plugins.quantsweep_sagemaker._cli import _report_and_log
     from quantsweep.tracking import UNREACHABLE_FILE, logged_run, settings_from_job
