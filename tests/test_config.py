@@ -111,6 +111,32 @@ def test_unknown_group_option_fails():
         composed("quantization=float8")
 
 
+def test_unknown_task_names_the_known_ones():
+    with pytest.raises(
+        Exception, match=r"(?s)task/question-answering.*text-classification\s+token-classification"
+    ):
+        composed("task=question-answering")
+
+
+def test_a_saved_config_with_an_unknown_task_is_refused():
+    # a saved config.yaml (quantsweep-reproduce) has no defaults list: RunConfig itself checks
+    with pytest.raises(ConfigError, match=r"`task` is 'question-answering'; supported: token-classification"):
+        RunConfig(task="question-answering")
+
+
+def test_task_group_sets_the_task_and_its_defaults():
+    cfg = to_run_config(composed("task=text-classification"))
+    assert cfg.task == "text-classification"
+    assert cfg.dataset.data_keys == {"primary": "sentence", "secondary": None} and cfg.dataset.ref_keys == [
+        "label"
+    ]
+    pair = to_run_config(
+        composed("task=text-classification", "dataset.data_keys={primary: premise, secondary: hypothesis}")
+    )
+    assert pair.dataset.data_keys == {"primary": "premise", "secondary": "hypothesis"}
+    assert to_run_config(composed()).task == "token-classification"
+
+
 @pytest.mark.parametrize(
     ("overrides", "key", "fragment"),
     [
@@ -127,7 +153,13 @@ def test_unknown_group_option_fails():
         (["benchmark.duration=0"], "benchmark.duration", "positive number of seconds"),
         (["operators.operators_to_quantize=[add]"], "operators.operators_to_quantize", "case-sensitive"),
         (["framework_args.optimization_level=2"], "framework_args.optimization_level", "contrib ops"),
-        (["task=text-classification"], "task", "token-classification"),
+        (
+            ["task=text-classification", "+dataset.data_keys.tertiary=x"],
+            "dataset.data_keys",
+            "optionally `secondary`",
+        ),
+        (["task=text-classification", "dataset.ref_keys=[]"], "dataset.ref_keys", "the label column"),
+        (["+dataset.data_keys.secondary=x"], "dataset.data_keys", "exactly one key"),
         (["calibration.num_calibration_samples=0"], "calibration.num_calibration_samples", "positive"),
         (["quantization.instruction_set=sse2"], "quantization.instruction_set", "avx2"),
     ],

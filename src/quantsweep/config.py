@@ -299,7 +299,9 @@ class DatasetConfig:
     # null Dict node nor add keys to an empty one; __post_init__ checks the type.
     data_files: Any = None
     eval_split: str = "validation"
-    data_keys: dict[str, str] = field(default_factory=lambda: {"primary": "tokens"})
+    # the text columns: `primary` (and, for text pairs, `secondary`). Typed Any so that a
+    # task's `secondary: null` can hold null; __post_init__ checks the type.
+    data_keys: Any = field(default_factory=lambda: {"primary": "tokens"})
     ref_keys: list[str] = field(default_factory=lambda: ["ner_tags"])
     calibration_split: str | None = "train"
     max_eval_samples: int | None = None
@@ -314,17 +316,13 @@ class DatasetConfig:
             )
         if self.data_files is not None:
             self._check_data_files()
-        if set(self.data_keys) != {"primary"}:
+        if not isinstance(self.data_keys, Mapping) or not all(
+            isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in self.data_keys.items()
+        ):
             raise _fail(
                 "dataset.data_keys",
-                dict(self.data_keys),
-                "token classification takes exactly one key, `primary`, naming the column of word lists.",
-            )
-        if len(self.ref_keys) != 1:
-            raise _fail(
-                "dataset.ref_keys",
-                list(self.ref_keys),
-                "token classification takes exactly one reference column (the tag column).",
+                self.data_keys,
+                "name the text columns as a mapping, e.g. dataset.data_keys={primary: tokens}.",
             )
         if self.label_names is not None and len(set(self.label_names)) != len(self.label_names):
             raise _fail("dataset.label_names", list(self.label_names), "each tag name may appear once.")
@@ -548,6 +546,13 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.task not in SUPPORTED_TASKS:
             raise _fail("task", self.task, f"supported: {', '.join(SUPPORTED_TASKS)}.")
+        from quantsweep.tasks import get
+
+        wrong = get(self.task).check_columns(self.dataset)
+        if wrong is not None:
+            key, allowed = wrong
+            value = list(self.dataset.ref_keys) if key == "dataset.ref_keys" else dict(self.dataset.data_keys)
+            raise _fail(key, value, allowed)
         if self.framework != "onnxruntime":
             raise _fail(
                 "framework", self.framework, "quantsweep quantizes with ONNX Runtime only: use `onnxruntime`."

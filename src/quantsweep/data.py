@@ -19,7 +19,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -347,8 +347,20 @@ def _load_hub(cfg: DatasetConfig, split: str) -> tuple[Any, str]:
     return rows, f"hub:{cfg.path}" + (f"/{cfg.name}" if cfg.name else "") + f"@{revision}"
 
 
+def read_split(cfg: DatasetConfig, split: str) -> tuple[Any, str]:
+    """One split's rows as columns or a datasets.Dataset, and a description of their source.
+
+    The reader every task shares. Every job reads ``cfg.eval_split``; any other split it
+    reads (calibration, held-out rows) must come from a source of its own, never the
+    evaluation rows again.
+    """
+    if split != cfg.eval_split:
+        role = "dataset.calibration_split" if split == cfg.calibration_split else "exclusion.holdout_split"
+        cfg.check_split_sources({"dataset.eval_split": cfg.eval_split, role: split})
+    return _load_rows(cfg, split)
+
+
 def _load_rows(cfg: DatasetConfig, split: str) -> tuple[Any, str]:
-    """Return (columns or a datasets.Dataset, a description of the source)."""
     path = Path(cfg.path).expanduser()
     if path.exists():
         return _load_local(cfg, path, split)
@@ -401,15 +413,8 @@ def _tag_rows(
 
 
 def load_split(cfg: DatasetConfig, split: str, limit: int | None = None) -> TaggedSentences:
-    """One split as tagged sentences, its first ``limit`` rows when a limit is given.
-
-    Every job reads ``cfg.eval_split``; any other split it reads (calibration, held-out
-    rows) must come from a source of its own, never the evaluation rows again.
-    """
-    if split != cfg.eval_split:
-        role = "dataset.calibration_split" if split == cfg.calibration_split else "exclusion.holdout_split"
-        cfg.check_split_sources({"dataset.eval_split": cfg.eval_split, role: split})
-    rows, source = _load_rows(cfg, split)
+    """One split as tagged sentences, its first ``limit`` rows when a limit is given."""
+    rows, source = read_split(cfg, split)
     token_col, tag_col = cfg.tokens_column, cfg.tags_column
     if isinstance(rows, dict):
         column_names = list(rows)
@@ -443,13 +448,24 @@ def load_split(cfg: DatasetConfig, split: str, limit: int | None = None) -> Tagg
     )
 
 
-def sample_rows(data: TaggedSentences, count: int, seed: int) -> TaggedSentences:
+class Rows(Protocol):
+    """What sampling needs of a task's rows (tagged sentences, labelled texts)."""
+
+    def __len__(self) -> int: ...
+
+    def take(self, indices: Sequence[int]) -> Any: ...  # the same type as self
+
+
+RowsT = TypeVar("RowsT", bound=Rows)
+
+
+def sample_rows(data: RowsT, count: int, seed: int) -> RowsT:
     """``count`` rows drawn without replacement by a seeded shuffle (all rows if fewer)."""
     order = np.random.default_rng(seed).permutation(len(data))[: min(count, len(data))]
     return data.take([int(i) for i in order])
 
 
-def held_out_rows(data: TaggedSentences, sampled: int, count: int, seed: int) -> TaggedSentences:
+def held_out_rows(data: RowsT, sampled: int, count: int, seed: int) -> RowsT:
     """The ``count`` rows that follow the ``sampled`` rows of :func:`sample_rows`'s shuffle.
 
     Disjoint from those rows by construction (the same seeded permutation), so a slice

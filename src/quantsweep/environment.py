@@ -25,6 +25,7 @@ TRACKED_PACKAGES = (
     "datasets",
     "evaluate",
     "seqeval",
+    "scikit-learn",
     "hydra-core",
     "omegaconf",
     "numpy",

@@ -15,7 +15,6 @@ from typing import Any
 from quantsweep.config import RunConfig
 from quantsweep.results import (
     EXCLUSION_FILE,
-    METRICS,
     RESULTS_FILE,
     JobResults,
     read_results,
@@ -33,6 +32,7 @@ from quantsweep.stages import (
     time,
 )
 from quantsweep.stages.context import JobRun
+from quantsweep.tasks import get
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +103,12 @@ def summary_table(results: JobResults) -> str:
         )
     if results.original.num_truncated:
         lines.append(f"  NOTE: {results.original.truncation_note(results.dataset.get('eval_max_length'))}")
-    lines.append(f"  {'metric':<12}{'original':>10}{'quantized':>11}{'delta':>9}")
-    for name in METRICS:
+    names = get(results.task).METRICS
+    width = max(12, *(len(name) + 1 for name in names))
+    lines.append(f"  {'metric':<{width}}{'original':>10}{'quantized':>11}{'delta':>9}")
+    for name in names:
         a, b = getattr(results.original, name), getattr(results.quantized, name)
-        lines.append(f"  {name:<12}{a:>10.4f}{b:>11.4f}{b - a:>+9.4f}")
+        lines.append(f"  {name:<{width}}{a:>10.4f}{b:>11.4f}{b - a:>+9.4f}")
     lines.append(
         f"  {'batch x len':<12}{'orig ms':>10}{'quant ms':>11}{'speed-up':>9}  (per window: min / median / max)"
     )

@@ -20,9 +20,7 @@ from hydra.experimental.callback import Callback
 
 from quantsweep.plots import plot_latency, plot_pareto
 from quantsweep.results import (
-    METRICS,
     SENSITIVITY_PLOT,
-    EvaluationResult,
     atomic_write_text,
     window_spread,
 )
@@ -73,7 +71,7 @@ def render_card(sweep: Sweep) -> str:
     front = {
         "pipeline_tag": task,
         "datasets": [Path(dataset).name or dataset],
-        "metrics": list(METRICS),
+        "metrics": list(sweep.task.METRICS),
         "tags": [model_type, "onnxruntime", "quantization"],
     }
     env = first.get("environment", {})
@@ -121,10 +119,10 @@ def render_card(sweep: Sweep) -> str:
     for job in sweep.finished:
         assert job.results is not None
         row = [_code(v) for v in sweep.label(job)]
-        for metric in METRICS:
+        for metric in sweep.task.METRICS:
             row += [f"{job.results['original'][metric]:.3f}", f"{job.results['quantized'][metric]:.3f}"]
         rows.append(row)
-    header = keys + [f"{m} ({side})" for m in METRICS for side in ("original", "optimized")]
+    header = keys + [f"{m} ({side})" for m in sweep.task.METRICS for side in ("original", "optimized")]
     out += [_table(header, rows), ""]
     out += _truncation_lines(sweep)
 
@@ -275,11 +273,11 @@ def _timing_settings(sweep: Sweep) -> list[str]:
 
 
 def _truncation_lines(sweep: Sweep) -> list[str]:
-    """Words cut off at the model's maximum length count as misses: say how many, per job when they differ."""
+    """Rows cut off at the model's maximum length: say how many, per job when they differ."""
     notes: dict[str, list[str]] = {}
     for job in sweep.finished:
         assert job.results is not None
-        evaluation = EvaluationResult.from_dict(job.results["original"])
+        evaluation = sweep.task.scores_from_dict(job.results["original"])
         if evaluation.num_truncated:
             note = evaluation.truncation_note(job.results.get("dataset", {}).get("eval_max_length"))
             notes.setdefault(note, []).append(job.name)
@@ -419,11 +417,18 @@ def _search_section(sweep: Sweep) -> list[str]:
     return out
 
 
-CSV_COLUMNS = (
-    "job",
-    "batch_size",
-    "input_length",
-    *[f"{m}_{side}" for m in METRICS for side in ("original", "optimized")],
+def csv_columns(metrics: tuple[str, ...]) -> tuple[str, ...]:
+    """The CSV's columns after the benchmarked keys: a job's task decides its metric columns."""
+    return (
+        "job",
+        "batch_size",
+        "input_length",
+        *[f"{m}_{side}" for m in metrics for side in ("original", "optimized")],
+        *_CSV_TIMING,
+    )
+
+
+_CSV_TIMING = (
     "latency_mean_ms_original",
     "latency_mean_ms_optimized",
     "latency_p50_ms_original",
@@ -449,7 +454,8 @@ CSV_COLUMNS = (
 def render_csv(sweep: Sweep) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow([*sweep.benchmarked, *CSV_COLUMNS])
+    metrics = sweep.task.METRICS
+    writer.writerow([*sweep.benchmarked, *csv_columns(metrics)])
     for job in sweep.finished:
         r = job.results
         assert r is not None
@@ -461,7 +467,7 @@ def render_csv(sweep: Sweep) -> str:
                     job.name,
                     s["batch_size"],
                     s["input_length"],
-                    *[r[side][m] for m in METRICS for side in ("original", "quantized")],
+                    *[r[side][m] for m in metrics for side in ("original", "quantized")],
                     o["mean_ms"],
                     q["mean_ms"],
                     o["p50_ms"],
@@ -500,7 +506,7 @@ def build_report(sweep_dir: Path, plots: bool = True) -> ReportFiles:
     atomic_write_text(table, render_csv(sweep))
     written: list[Path] = []
     if plots and sweep.finished:
-        plot_pareto(sweep, sweep_dir / PARETO_PLOT)
+        plot_pareto(sweep, sweep_dir / PARETO_PLOT, sweep.task.BUDGET_METRIC)
         plot_latency(sweep, sweep_dir / LATENCY_PLOT)
         written = [sweep_dir / PARETO_PLOT, sweep_dir / LATENCY_PLOT]
     log.info("Sweep report: %s (%d jobs, %d failed)", card, len(sweep.jobs), len(sweep.failed))

@@ -19,7 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from quantsweep.results import METRICS, RESULTS_FILE, window_spread
+from quantsweep.results import RESULTS_FILE, window_spread
+from quantsweep.tasks import of_results
 
 # Set for the reproducing job: the saved job's group choices and where it came from, so the
 # new run is named after the job it reproduces (its primary config is a saved file, not groups).
@@ -51,7 +52,7 @@ def comparison(saved: dict[str, Any], new: dict[str, Any]) -> tuple[str, bool]:
     lines = [f"{'':<34}{'saved':>12}{'new':>12}  kind", "-" * 78]
     identical = True
     for side in ("original", "quantized"):
-        for metric in METRICS:
+        for metric in of_results(saved).METRICS:
             a, b = saved[side][metric], new[side][metric]
             identical &= a == b
             lines.append(

@@ -18,7 +18,9 @@ from typing import Any
 
 from quantsweep.tasks import token_classification
 
-SCHEMA_VERSION = 4
+# 5: `original`/`quantized` hold the scores of the job's task (config.task); files of
+# schema <= 4 are token classification's, the one task there was, and read unchanged
+SCHEMA_VERSION = 5
 RESULTS_FILE = "results.json"
 # written instead of results.json when a job fails: "<ExceptionType>: <message>"
 ERROR_FILE = "error.txt"
@@ -50,8 +52,8 @@ def _umask() -> int:
     return current
 
 
-# the scores every job reports for the original and the quantized model, in the order the
-# console, the card, the CSV and MLflow show them (token classification's, the one task yet)
+# token classification's scores, the names MLflow and the CSV have always used; a job's own
+# metric names come from its task (quantsweep.tasks.get(config["task"]).METRICS)
 METRICS = token_classification.METRICS
 
 
@@ -92,6 +94,49 @@ class EvaluationResult:
             f"{self.num_truncated} of {self.num_samples} evaluation sentences are longer than {limit}: "
             f"{self.truncated_words} words past the cut score as 'O' (a miss wherever their tag is not 'O')."
         )
+
+
+@dataclass
+class LabelScores:
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+@dataclass
+class ClassificationResult:
+    """scikit-learn's scores of one sequence classifier on the evaluation split (one label per row)."""
+
+    accuracy: float
+    # unweighted mean over the labels in the references or the predictions (sklearn's "macro")
+    f1_macro: float
+    # over all rows; with one label per row it equals accuracy (kept: users compare it across tools)
+    f1_micro: float
+    precision_macro: float
+    recall_macro: float
+    per_label: dict[str, LabelScores]
+    num_samples: int
+    # rows longer than the model's maximum length, classified from their first tokens only
+    num_truncated: int
+    seconds: float
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClassificationResult:
+        values = dict(data)
+        values["per_label"] = {k: LabelScores(**v) for k, v in data["per_label"].items()}
+        return cls(**values)
+
+    def truncation_note(self, max_length: int | None) -> str:
+        limit = f"{max_length} tokens" if max_length else "the model's maximum length"
+        return (
+            f"{self.num_truncated} of {self.num_samples} evaluation texts are longer than {limit}: "
+            "each is classified from its first tokens only."
+        )
+
+
+# what a task's evaluation returns; results.json's `original` and `quantized` hold one each
+TaskScores = EvaluationResult | ClassificationResult
 
 
 @dataclass
@@ -284,8 +329,8 @@ class JobResults:
     export: ExportFacts
     quantization: QuantizationFacts
     graph: GraphFacts
-    original: EvaluationResult
-    quantized: EvaluationResult
+    original: TaskScores
+    quantized: TaskScores
     timing: TimingResult
     wall_seconds: float
     schema_version: int = SCHEMA_VERSION
@@ -302,8 +347,15 @@ class JobResults:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def task(self) -> str:
+        return str(self.config.get("task", token_classification.NAME))
+
     def metric_deltas(self) -> dict[str, float]:
-        return {name: getattr(self.quantized, name) - getattr(self.original, name) for name in METRICS}
+        from quantsweep.tasks import get
+
+        names = get(self.task).METRICS
+        return {name: getattr(self.quantized, name) - getattr(self.original, name) for name in names}
 
     def write(self, job_dir: Path) -> Path:
         path = job_dir / RESULTS_FILE

@@ -17,6 +17,7 @@ import yaml
 
 from quantsweep.config import GROUPS, flatten
 from quantsweep.results import ERROR_FILE, RESULTS_FILE
+from quantsweep.tasks import Task, get
 
 # Keys that say how a job ran, not what it measured.
 _IGNORED_KEYS = ("force", "cache", "cache_dir")
@@ -49,6 +50,11 @@ class Sweep:
     @property
     def failed(self) -> list[JobRecord]:
         return [job for job in self.jobs if not job.ok]
+
+    @property
+    def task(self) -> Task:
+        """The task of every job (load_sweep refuses a sweep that mixes tasks)."""
+        return get(str(self.fixed.get("task", "token-classification")))
 
     def label(self, job: JobRecord) -> list[str]:
         return [fmt(job.config.get(key)) for key in self.benchmarked]
@@ -96,6 +102,11 @@ def load_sweep(path: Path) -> Sweep:
             sweep.fixed[key] = values[0]
         else:
             sweep.benchmarked[key] = values
+    if "task" in sweep.benchmarked:
+        raise ValueError(
+            f"{path} holds jobs of the tasks {sweep.benchmarked['task']}; a card compares one task's metrics, "
+            "so sweep each task into a folder of its own (hydra.sweep.dir)."
+        )
     return sweep
 
 

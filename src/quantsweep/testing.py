@@ -260,6 +260,77 @@ def write_self_labelled_dataset(
     return folder
 
 
+# The tiny classifier's labels as its config.json names them; its datasets name them in lower
+# case, as GLUE's ClassLabels do against models' upper-case id2label (matched case aside).
+CLASSIFIER_LABELS = ["NEGATIVE", "NEUTRAL", "POSITIVE"]
+
+
+def write_classifier(folder: Path, seed: int = 0) -> Path:
+    """A randomly initialised DistilBERT sequence classifier with a real fast tokenizer."""
+    import torch
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification, DistilBertTokenizerFast
+
+    torch.manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = vocabulary()
+    vocab_file = folder / "vocab.txt"
+    vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    config = DistilBertConfig(
+        dim=32,
+        hidden_dim=64,
+        n_layers=2,
+        n_heads=2,
+        vocab_size=len(vocab),
+        max_position_embeddings=256,
+        id2label=dict(enumerate(CLASSIFIER_LABELS)),
+        label2id={label: i for i, label in enumerate(CLASSIFIER_LABELS)},
+    )
+    model = DistilBertForSequenceClassification(config).eval()
+    tokenizer = DistilBertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    tokenizer.model_max_length = 256
+    with torch.no_grad():
+        # a random head predicts one class for nearly every row: centre its logits on some
+        # sentences and widen them, so that the rows spread over the classes
+        sample = tokenizer(
+            [" ".join(t) for t, _ in sentences(64, seed=99)], padding=True, return_tensors="pt"
+        )
+        logits = model(**sample).logits
+        model.classifier.bias.sub_(logits.mean(0))
+        scale = 1.0 / logits.std(0).clamp_min(1e-6)
+        model.classifier.weight.mul_(scale[:, None])
+        model.classifier.bias.mul_(scale)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_classification_dataset(
+    model_dir: Path, folder: Path, train: int = 160, validation: int = 48, pairs: bool = False
+) -> Path:
+    """``<split>.parquet`` with a ``sentence`` (and, ``pairs``, a ``second``) column and a ClassLabel
+    ``label``: the model's own prediction, so that the fp32 model scores accuracy 1 and any
+    accuracy lost is what quantization changed."""
+    import torch
+    from datasets import ClassLabel, Dataset, Features, Value
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    names = [model.config.id2label[i].lower() for i in range(model.config.num_labels)]
+    columns = {"sentence": Value("string"), **({"second": Value("string")} if pairs else {})}
+    features = Features({**columns, "label": ClassLabel(names=names)})
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, count, seed in (("train", train, 1), ("validation", validation, 2)):
+        texts = [" ".join(tokens) for tokens, _ in sentences(count, seed)]
+        seconds = [" ".join(tokens) for tokens, _ in sentences(count, seed + 10)] if pairs else None
+        with torch.no_grad():
+            encoding = tokenizer(texts, seconds, padding=True, return_tensors="pt")
+            labels = model(**encoding).logits.argmax(-1).tolist()
+        rows = {"sentence": texts, **({"second": seconds} if seconds else {}), "label": labels}
+        Dataset.from_dict(rows, features=features).to_parquet(str(folder / f"{split}.parquet"))
+    return folder
+
+
 # Overrides that make a `quantsweep` job on a tiny model quick: one short timing shape, no MLflow.
 FAST_JOB = (
     "benchmark.duration=0.04",

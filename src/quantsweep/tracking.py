@@ -35,7 +35,6 @@ import yaml
 from quantsweep.config import GROUPS, MlflowConfig, flatten
 from quantsweep.results import (
     EXCLUSION_FILE,
-    METRICS,
     RESULTS_FILE,
     SENSITIVITY_PLOT,
     atomic_write_text,
@@ -305,8 +304,10 @@ def run_name(choices: dict[str, str]) -> str:
 
 def metrics_of(results: dict[str, Any]) -> dict[str, float]:
     """Metric names that sort and filter well: eval/<side>/<metric>, time/bs<b>_len<nnnn>/<side>/<stat>."""
+    from quantsweep.tasks import of_results
+
     metrics: dict[str, float] = {}
-    for name in METRICS:
+    for name in of_results(results).METRICS:
         original, quantized = results["original"][name], results["quantized"][name]
         metrics[f"eval/original/{name}"] = original
         metrics[f"eval/quantized/{name}"] = quantized

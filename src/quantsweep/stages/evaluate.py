@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quantsweep.config import RunConfig
-from quantsweep.results import EvaluationResult, atomic_write_text
+from quantsweep.results import TaskScores, atomic_write_text
 from quantsweep.stages.context import JobRun
 from quantsweep.stages.export import CACHE_KIND as EXPORT
 from quantsweep.stages.load import Inputs
@@ -26,14 +26,14 @@ if TYPE_CHECKING:
 NAME = "evaluate"
 CACHE_KIND = "original_evaluation"
 CODE = (__name__, "quantsweep.data", "quantsweep.evaluate", "quantsweep.sessions")
-PACKAGES = ("onnxruntime", "seqeval")
+PACKAGES = ("onnxruntime",)  # and the task's scoring library (Task.PACKAGES)
 _EVALUATION_FILE = "evaluation.json"
 
 
 @dataclass(frozen=True)
 class Evaluations:
-    original: EvaluationResult
-    quantized: EvaluationResult
+    original: TaskScores
+    quantized: TaskScores
     original_session: Any  # onnxruntime.InferenceSession
     quantized_session: Any
     settings: Any  # quantsweep.sessions.SessionSettings, as the sessions were made
@@ -68,7 +68,7 @@ def run(
         quantized_session = create_session(quantized.path, settings)
         encoded = job.task.encode(inputs.tokenizer, data, plan.max_length)
 
-        def score(session: Any, what: str) -> EvaluationResult:
+        def score(session: Any, what: str) -> TaskScores:
             return job.task.evaluate(
                 session, data, encoded, inputs.id2label, cfg.eval_batch_size, inputs.pad_id, what
             )
@@ -77,9 +77,15 @@ def run(
             result = score(original_session, "evaluate original")
             atomic_write_text(folder / _EVALUATION_FILE, json.dumps(asdict(result), indent=1) + "\n")
 
-        parts = key_parts(cfg, job.key(EXPORT), data.fingerprint, plan.max_length, job.packages(*PACKAGES))
+        parts = key_parts(
+            cfg,
+            job.key(EXPORT),
+            data.fingerprint,
+            plan.max_length,
+            job.packages(*PACKAGES, *job.task.PACKAGES),
+        )
         with job.cached(CACHE_KIND, job.code(CODE), parts, build, "fp32 evaluation") as folder:
-            original = EvaluationResult.from_dict(
+            original = job.task.scores_from_dict(
                 json.loads((folder / _EVALUATION_FILE).read_text(encoding="utf-8"))
             )
         quantized_result = score(quantized_session, "evaluate quantized")

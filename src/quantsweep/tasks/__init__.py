@@ -14,22 +14,33 @@ To add a task: a module here that satisfies :class:`Task`, and its name in :data
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 if TYPE_CHECKING:
     import numpy as np
 
     from quantsweep.config import DatasetConfig
-    from quantsweep.results import EvaluationResult
+    from quantsweep.results import TaskScores
 
 # config value -> module
-TASKS = {"token-classification": "quantsweep.tasks.token_classification"}
+TASKS = {
+    "token-classification": "quantsweep.tasks.token_classification",
+    "text-classification": "quantsweep.tasks.text_classification",
+}
 
 
 class Task(Protocol):
     NAME: str  # the config's `task`, and optimum's export task
     METRICS: tuple[str, ...]  # scores of both models, in the order every report shows them
+    BUDGET_METRIC: str  # the one of METRICS exclusion=auto's budget and the Pareto plot measure
+    PACKAGES: tuple[str, ...]  # the scoring library (its version keys the cached fp32 evaluation)
+
+    def scores_from_dict(self, data: dict[str, Any]) -> TaskScores:
+        """One model's scores as ``results.json`` holds them, read back into their type."""
+
+    def check_columns(self, cfg: DatasetConfig) -> tuple[str, str] | None:
+        """The one of ``dataset.data_keys``/``ref_keys`` that does not fit the task, and what it allows."""
 
     def model_class(self) -> Any:
         """The transformers Auto class the exported model is loaded with."""
@@ -52,7 +63,7 @@ class Task(Protocol):
         batch_size: int,
         pad_token_id: int,
         progress_label: str | None = None,
-    ) -> EvaluationResult:
+    ) -> TaskScores:
         """Both predictions and scores of one model on the rows."""
 
     def counts(
@@ -75,3 +86,8 @@ def get(name: str) -> Task:
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known: {sorted(TASKS)}")
     return cast(Task, importlib.import_module(TASKS[name]))
+
+
+def of_results(results: Mapping[str, Any]) -> Task:
+    """The task of a job's ``results.json`` (files of schema <= 4 are all token classification)."""
+    return get(str(results.get("config", {}).get("task", "token-classification")))

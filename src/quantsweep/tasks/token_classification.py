@@ -19,12 +19,34 @@ if TYPE_CHECKING:
 NAME: str = "token-classification"
 # seqeval's micro-averaged entity scores and word-level accuracy; MLflow names them eval/<side>/<metric>
 METRICS: tuple[str, ...] = ("precision", "recall", "f1", "accuracy")
+# what exclusion=auto's budget (`exclusion.max_f1_drop`) and the Pareto plot measure
+BUDGET_METRIC: str = "f1"
+# the scoring library, whose version is part of the cached fp32 evaluation's key
+PACKAGES: tuple[str, ...] = ("seqeval",)
+
+
+def scores_from_dict(data: dict[str, Any]) -> EvaluationResult:
+    from quantsweep.results import EvaluationResult
+
+    return EvaluationResult.from_dict(data)
 
 
 def model_class() -> Any:
     from transformers import AutoModelForTokenClassification
 
     return AutoModelForTokenClassification
+
+
+def check_columns(cfg: DatasetConfig) -> tuple[str, str] | None:
+    """The key that cannot describe token classification and what it allows, or None."""
+    if set(cfg.data_keys) != {"primary"}:
+        return (
+            "dataset.data_keys",
+            "token classification takes exactly one key, `primary`, naming the column of word lists.",
+        )
+    if len(cfg.ref_keys) != 1:
+        return "dataset.ref_keys", "token classification takes exactly one reference column (the tag column)."
+    return None
 
 
 def load(cfg: DatasetConfig, split: str, limit: int | None = None) -> TaggedSentences:

@@ -1,0 +1,281 @@
+"""Text classification end to end on a tiny sequence classifier: loading, labels, scores, sweeps.
+
+The classifier has random weights; its datasets are labelled with its own predictions, so
+the fp32 model scores accuracy 1 and whatever is lost is what quantization changed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import quantsweep.testing as tiny
+from quantsweep.config import DatasetConfig
+from quantsweep.data import DataError
+from quantsweep.evaluate import LabelMismatchError
+from quantsweep.tasks import text_classification as task
+from quantsweep.testing import run_module
+
+FAST = list(tiny.FAST_JOB)
+METRICS = ("accuracy", "f1_macro", "f1_micro", "precision_macro", "recall_macro")
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny.write_classifier(tmp_path_factory.mktemp("models") / "classifier")
+
+
+@pytest.fixture(scope="module")
+def sentences_dir(classifier_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny.write_classification_dataset(classifier_dir, tmp_path_factory.mktemp("data") / "sentences")
+
+
+@pytest.fixture(scope="module")
+def pairs_dir(classifier_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny.write_classification_dataset(
+        classifier_dir, tmp_path_factory.mktemp("data") / "pairs", pairs=True
+    )
+
+
+def data_args(model: Path, data: Path) -> list[str]:
+    return [
+        "task=text-classification",
+        f"model_name_or_path={model}",
+        f"dataset.path={data}",
+        "dataset.name=null",
+        "dataset.revision=null",
+    ]
+
+
+def dataset(path: Path, **overrides: object) -> DatasetConfig:
+    values: dict[str, object] = {"path": str(path), "name": None, "revision": None}
+    values |= {"data_keys": {"primary": "sentence"}, "ref_keys": ["label"], **overrides}
+    return DatasetConfig(**values)  # type: ignore[arg-type]
+
+
+def test_rows_carry_classlabel_names_and_pairs(sentences_dir, pairs_dir):
+    rows = task.load(dataset(sentences_dir), "validation")
+    assert rows.label_names == ["negative", "neutral", "positive"]
+    assert len(rows) == 48 and set(rows.labels) <= set(rows.label_names) and rows.pairs is None
+    assert task.load(dataset(sentences_dir), "validation", limit=5).texts == rows.texts[:5]
+    pairs = task.load(
+        dataset(pairs_dir, data_keys={"primary": "sentence", "secondary": "second"}), "validation"
+    )
+    assert pairs.pairs is not None and len(pairs.pairs) == len(pairs) and pairs.pairs != pairs.texts
+    # the second text is part of the rows' identity (and so of the cache keys)
+    alone = task.load(dataset(pairs_dir), "validation")
+    assert alone.pairs is None and alone.fingerprint != pairs.fingerprint
+    assert pairs.take([2, 0]).pairs == [pairs.pairs[2], pairs.pairs[0]]
+
+
+def test_labels_as_ids_need_names_and_as_strings_name_themselves(tmp_path):
+    from datasets import Dataset
+
+    Dataset.from_dict({"sentence": ["a b", "c"], "label": [1, 0]}).to_parquet(
+        str(tmp_path / "validation.parquet")
+    )
+    with pytest.raises(DataError, match=r"integer ids without names.*`dataset.label_names`"):
+        task.load(dataset(tmp_path), "validation")
+    named = task.load(dataset(tmp_path, label_names=["no", "yes"]), "validation")
+    assert named.labels == ["yes", "no"] and named.label_names == ["no", "yes"]
+    Dataset.from_dict({"sentence": ["a b", "c"], "label": [-1, -1]}).to_parquet(
+        str(tmp_path / "test.parquet")
+    )
+    with pytest.raises(DataError, match=r"negative ids .*dataset.eval_split=validation"):
+        task.load(dataset(tmp_path, eval_split="test", label_names=["no", "yes"]), "test")
+    Dataset.from_dict({"sentence": ["a b", "c"], "label": ["yes", "no"]}).to_parquet(
+        str(tmp_path / "train.parquet")
+    )
+    strings = task.load(dataset(tmp_path, eval_split="train"), "train")
+    assert strings.labels == ["yes", "no"] and strings.label_names == ["no", "yes"]
+
+
+def test_a_missing_column_names_the_key_and_the_columns(sentences_dir):
+    with pytest.raises(
+        DataError, match=r"`dataset.data_keys.secondary` names the column 'hypothesis'.*'sentence'"
+    ):
+        task.load(
+            dataset(sentences_dir, data_keys={"primary": "sentence", "secondary": "hypothesis"}), "validation"
+        )
+    with pytest.raises(DataError, match=r"`dataset.ref_keys` names the column 'stars'"):
+        task.load(dataset(sentences_dir, ref_keys=["stars"]), "validation")
+
+
+def test_labels_match_by_name_case_aside_and_a_mismatch_names_both(sentences_dir):
+    rows = task.load(dataset(sentences_dir), "validation")
+    task.check_labels({0: "NEGATIVE", 1: "NEUTRAL", 2: "POSITIVE"}, rows)  # GLUE's names against upper case
+    with pytest.raises(LabelMismatchError) as error:
+        task.check_labels({0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}, rows)
+    message = str(error.value)
+    assert "['LABEL_0', 'LABEL_1', 'LABEL_2']" in message and "['negative', 'neutral', 'positive']" in message
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_macro_f1_from_counts_is_sklearns_on_every_resample(seed):
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rng = np.random.default_rng(seed)
+    names = ["a", "b", "c", "d"]
+    truth = [names[i] for i in rng.integers(0, 3, size=60)]  # "d" is never a reference...
+    guess = [names[i] for i in rng.integers(0, 4, size=60)]  # ...but is predicted
+    counts = task.label_counts(truth, guess, names)
+    for rows in (np.arange(60), rng.integers(0, 60, size=60)):
+        t, g = [truth[i] for i in rows], [guess[i] for i in rows]
+        expected = f1_score(t, g, average="macro", zero_division=0)
+        assert task.metric_from_counts(counts[rows].sum(axis=0)) == pytest.approx(expected, abs=1e-12)
+        width = counts.shape[1] // 3
+        assert counts[rows, 2 * width :].sum() / len(rows) == pytest.approx(accuracy_score(t, g))
+    # a batch of resamples at once, as the bootstrap scores them
+    batch = counts[rng.integers(0, 60, size=(7, 60))].sum(axis=1)
+    assert task.metric_from_counts(batch).shape == (7,)
+
+
+def test_scores_are_sklearns(sentences_dir):
+    truth = ["x", "x", "y", "z", "z", "z"]
+    guess = ["x", "y", "y", "z", "x", "z"]
+    scores = task.score(truth, guess)
+    assert scores["accuracy"] == pytest.approx(4 / 6) and scores["f1_micro"] == pytest.approx(4 / 6)
+    # per label F1: x 1/2, y 2/3, z 4/5
+    assert scores["f1_macro"] == pytest.approx((1 / 2 + 2 / 3 + 4 / 5) / 3)
+    assert scores["per_label"]["z"].support == 3 and scores["per_label"]["y"].precision == pytest.approx(0.5)
+
+
+def test_a_label_mismatch_is_refused_before_the_export(tmp_path, classifier_dir):
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    data = tmp_path / "animals"
+    data.mkdir()
+    features = Features({"sentence": Value("string"), "label": ClassLabel(names=["cat", "dog", "neutral"])})
+    for split in ("train", "validation"):
+        Dataset.from_dict({"sentence": ["a cat", "a dog"], "label": [0, 1]}, features=features).to_parquet(
+            str(data / f"{split}.parquet")
+        )
+    job = tmp_path / "job"
+    done = run_module(
+        "quantsweep.cli",
+        *data_args(classifier_dir, data),
+        *FAST,
+        f"hydra.run.dir={job}",
+        f"cache_dir={tmp_path / 'cache'}",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode != 0
+    error = (job / "error.txt").read_text()
+    assert error.startswith("LabelMismatchError") and "['cat', 'dog']" in error and "NEUTRAL" in error
+    assert not (tmp_path / "cache").exists() or not any(
+        (tmp_path / "cache").rglob("*.onnx")
+    )  # nothing exported
+
+
+@pytest.mark.slow
+def test_a_sweep_writes_card_csv_mlflow_runs_and_reproduces(tmp_path, classifier_dir, sentences_dir):
+    from mlflow.tracking import MlflowClient
+
+    sweep = tmp_path / "sweep"
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_module(
+        "quantsweep.cli",
+        "--multirun",
+        *data_args(classifier_dir, sentences_dir),
+        *[arg for arg in FAST if not arg.startswith("mlflow.")],
+        "quantization=dynamic,static",
+        "operators=add,add_matmul",
+        "calibration.num_calibration_samples=32",
+        f"mlflow.tracking_uri={tracking}",
+        "mlflow.experiment_name=sentences",
+        f"hydra.sweep.dir={sweep}",
+        f"cache_dir={tmp_path / 'cache'}",
+        cwd=tmp_path,
+    )
+    jobs = sorted(p for p in sweep.iterdir() if (p / "results.json").is_file())
+    assert len(jobs) == 4
+    results = {job.name: json.loads((job / "results.json").read_text()) for job in jobs}
+    for found in results.values():
+        assert found["schema_version"] == 5 and found["config"]["task"] == "text-classification"
+        assert found["original"]["accuracy"] == 1.0 and found["original"]["f1_macro"] == 1.0  # self-labelled
+        assert set(found["original"]["per_label"]) == {"negative", "neutral", "positive"}
+        assert found["dataset"]["label_names"] == ["negative", "neutral", "positive"]
+        assert set(found["quantized"]) >= set(METRICS) and "f1" not in found["quantized"]
+    # something was lost somewhere: the scores are measured, not copied from the fp32 model
+    assert min(r["quantized"]["accuracy"] for r in results.values()) < 1.0
+
+    card = (sweep / "README.md").read_text()  # the card
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["pipeline_tag"] == "text-classification" and front["metrics"] == list(METRICS)
+    assert "f1_macro (original)" in card and "f1_macro (optimized)" in card
+    assert "precision (original)" not in card
+    with (sweep / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4 and {f"{m}_{side}" for m in METRICS for side in ("original", "optimized")} <= set(
+        rows[0]
+    )
+    for row in rows:
+        assert float(row["accuracy_optimized"]) == results[row["job"]]["quantized"]["accuracy"]
+    assert (sweep / "f1_vs_speedup.png").stat().st_size > 0
+
+    client = MlflowClient(tracking_uri=tracking)
+    experiment = client.get_experiment_by_name("sentences")
+    runs = client.search_runs([experiment.experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 4
+    for child in children:
+        found = results[Path(child.data.tags["quantsweep.job_dir"]).name]
+        for metric in METRICS:
+            assert child.data.metrics[f"eval/quantized/{metric}"] == pytest.approx(found["quantized"][metric])
+            assert child.data.metrics[f"eval/original/{metric}"] == 1.0
+        assert "eval/original/f1" not in child.data.metrics
+
+    target = next(job for job in jobs if job.name.startswith("static-add_matmul"))
+    out = tmp_path / "reproduced"
+    done = run_module("quantsweep.reproduce", str(target), "--out", str(out), cwd=tmp_path)
+    assert "quantized f1_macro" in done.stdout and "DIFFERS" not in done.stdout
+    again = json.loads((out / "results.json").read_text())
+    assert again["quantized"] == {
+        **results[target.name]["quantized"],
+        "seconds": again["quantized"]["seconds"],
+    }
+
+
+@pytest.mark.slow
+def test_text_pairs_reach_the_model_and_exclusion_auto_searches_on_macro_f1(
+    tmp_path, classifier_dir, pairs_dir
+):
+    job = tmp_path / "job"
+    run_module(
+        "quantsweep.cli",
+        *data_args(classifier_dir, pairs_dir),
+        "dataset.data_keys={primary: sentence, secondary: second}",
+        *FAST,
+        "quantization=static",
+        "exclusion=auto",
+        "calibration.num_calibration_samples=60",
+        "exclusion.holdout_samples=60",
+        "exclusion.sensitivity_samples=8",
+        f"hydra.run.dir={job}",
+        f"cache_dir={tmp_path / 'cache'}",
+        cwd=tmp_path,
+    )
+    found = json.loads((job / "results.json").read_text())
+    # labelled by the model from both texts: scoring 1 proves the second text reached it
+    assert found["original"]["accuracy"] == 1.0
+    search = found["exclusion_search"]
+    assert search["fp32_f1"] == 1.0 and search["steps"] and search["evaluations"] == len(search["steps"])
+    assert (job / "exclusion.yaml").is_file()
+
+    # the same rows without their second texts: the labels no longer follow from the input
+    alone = tmp_path / "alone"
+    run_module(
+        "quantsweep.cli",
+        *data_args(classifier_dir, pairs_dir),
+        *FAST,
+        f"hydra.run.dir={alone}",
+        f"cache_dir={tmp_path / 'cache'}",
+        cwd=tmp_path,
+    )
+    assert json.loads((alone / "results.json").read_text())["original"]["accuracy"] < 1.0
