@@ -16,6 +16,7 @@ import math
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -65,16 +66,26 @@ def base_model_dir() -> Path:
     return folder
 
 
+def base_digests(base: Path) -> dict[str, str]:
+    """Digests of the base model's config, weight and vocabulary files, for cache keys."""
+    return {
+        p.name: file_digest(p)
+        for p in sorted(base.glob("*"))
+        if p.is_file() and p.suffix in (".json", ".safetensors", ".txt")
+    }
+
+
+def library_versions() -> dict[str, str]:
+    """The versions of the libraries that train the demo models, for cache keys."""
+    return {name: metadata.version(name) for name in ("torch", "transformers")}
+
+
 def model_key(base: Path, corpus: Path, settings: FinetuneSettings) -> str:
     parts = {
-        "base": {
-            p.name: file_digest(p)
-            for p in sorted(base.glob("*"))
-            if p.is_file() and p.suffix in (".json", ".safetensors", ".txt")
-        },
+        "base": base_digests(base),
         "corpus": file_digest(corpus / "train.txt"),
         "settings": asdict(settings),
-        "versions": {name: metadata.version(name) for name in ("torch", "transformers")},
+        "versions": library_versions(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -101,9 +112,8 @@ def finetune(corpus: Path, target: Path, settings: FinetuneSettings | None = Non
         )
         return cached
 
-    import numpy as np
     import torch
-    from transformers import AutoModelForTokenClassification, AutoTokenizer, get_linear_schedule_with_warmup
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
 
     start = time.perf_counter()
     torch.manual_seed(settings.seed)
@@ -127,39 +137,19 @@ def finetune(corpus: Path, target: Path, settings: FinetuneSettings | None = Non
             previous = word
         label_ids.append(targets)
 
-    steps_per_epoch = math.ceil(len(encoded) / settings.batch_size)
-    total = max(1, int(steps_per_epoch * settings.epochs))
-    if settings.max_steps is not None:
-        total = min(total, settings.max_steps)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.01)
-    schedule = get_linear_schedule_with_warmup(optimizer, int(total * settings.warmup_fraction), total)
-    rng = np.random.default_rng(settings.seed)
-    model.train()
-    step = 0
-    while step < total:
-        order = rng.permutation(len(encoded))
-        for begin in range(0, len(order), settings.batch_size):
-            if step >= total:
-                break
-            batch = [int(i) for i in order[begin : begin + settings.batch_size]]
-            width = max(len(encoded[i].input_ids) for i in batch)
-            ids = torch.zeros((len(batch), width), dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            labels = torch.full_like(ids, -100)
-            for row, i in enumerate(batch):
-                n = len(encoded[i].input_ids)
-                ids[row, :n] = torch.tensor(encoded[i].input_ids)
-                mask[row, :n] = 1
-                labels[row, :n] = torch.tensor(label_ids[i])
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad()
-            step += 1
-            if step % 50 == 0 or step == total:
-                log.info("fine-tuning step %d/%d, loss %.4f", step, total, loss.item())
+    def make_batch(batch: list[int]) -> dict[str, Any]:
+        width = max(len(encoded[i].input_ids) for i in batch)
+        ids = torch.zeros((len(batch), width), dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        labels = torch.full_like(ids, -100)
+        for row, i in enumerate(batch):
+            n = len(encoded[i].input_ids)
+            ids[row, :n] = torch.tensor(encoded[i].input_ids)
+            mask[row, :n] = 1
+            labels[row, :n] = torch.tensor(label_ids[i])
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    total = train_steps(model, len(encoded), settings, make_batch)
     train_seconds = time.perf_counter() - start
 
     validation_f1 = _validation_f1(model, tokenizer, corpus, settings.max_length)
@@ -172,6 +162,58 @@ def finetune(corpus: Path, target: Path, settings: FinetuneSettings | None = Non
         "validation_f1": round(validation_f1, 4),
         "settings": asdict(settings),
     }
+    save_model(model, tokenizer, info, target)
+    log.info(
+        "Demo model: %d steps in %.0f s, validation F1 %.3f (%s)", total, train_seconds, validation_f1, target
+    )
+    return info
+
+
+def train_steps(
+    model: Any, count: int, settings: FinetuneSettings, make_batch: Callable[[list[int]], dict[str, Any]]
+) -> int:
+    """Train ``model`` in place on seeded shuffles of ``count`` rows; returns the steps taken.
+
+    ``make_batch`` turns a list of row indices into the model's keyword inputs, labels
+    included, so the token and the sentence demo share one schedule, optimiser and seeding.
+    """
+    import numpy as np
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    steps_per_epoch = math.ceil(count / settings.batch_size)
+    total = max(1, int(steps_per_epoch * settings.epochs))
+    if settings.max_steps is not None:
+        total = min(total, settings.max_steps)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.01)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(total * settings.warmup_fraction), total)
+    rng = np.random.default_rng(settings.seed)
+    model.train()
+    step = 0
+    while step < total:
+        order = rng.permutation(count)
+        for begin in range(0, len(order), settings.batch_size):
+            if step >= total:
+                break
+            batch = [int(i) for i in order[begin : begin + settings.batch_size]]
+            loss = model(**make_batch(batch)).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad()
+            step += 1
+            if step % 50 == 0 or step == total:
+                log.info("fine-tuning step %d/%d, loss %.4f", step, total, loss.item())
+    return total
+
+
+def save_model(model: Any, tokenizer: Any, info: dict[str, object], target: Path) -> None:
+    """Replace ``target`` with the model, its tokenizer and ``info``, staged beside it first.
+
+    Staging in a temporary folder on the same file system means an interrupted save never
+    leaves a half-written model that :func:`cached_model` would take for a finished one.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as tmp:
         staging = Path(tmp) / "model"
@@ -181,10 +223,6 @@ def finetune(corpus: Path, target: Path, settings: FinetuneSettings | None = Non
         if target.exists():
             shutil.rmtree(target)
         staging.replace(target)
-    log.info(
-        "Demo model: %d steps in %.0f s, validation F1 %.3f (%s)", total, train_seconds, validation_f1, target
-    )
-    return info
 
 
 def _validation_f1(model: Any, tokenizer: Any, corpus: Path, max_length: int) -> float:
