@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from quantsweep.results import ExclusionSearchResult, ShapeTiming
     from quantsweep.sweep import JobRecord, Sweep
 
 
@@ -31,13 +32,13 @@ def _short(job: JobRecord) -> str:
     return job.name.rsplit("-", 1)[0] if len(job.name.split("-")) > 3 else job.name
 
 
-def _all_shapes(sweep: Sweep) -> list[dict[str, Any]]:
-    return [shape for job in sweep.finished for shape in (job.results or {})["timing"]["shapes"]]
+def _all_shapes(sweep: Sweep) -> list[ShapeTiming]:
+    return [shape for job in sweep.finished if job.results for shape in job.results.timing.shapes]
 
 
-def _timed(job: JobRecord, batch: int) -> list[dict[str, Any]]:
+def _timed(job: JobRecord, batch: int) -> list[ShapeTiming]:
     """The job's timings at one batch size (none if it did not time that batch size)."""
-    return [s for s in (job.results or {})["timing"]["shapes"] if s["batch_size"] == batch]
+    return [s for s in (job.results.timing.shapes if job.results else []) if s.batch_size == batch]
 
 
 # An F1 drop beyond this many points is a collapsed model: it is drawn off the scale, at the
@@ -84,7 +85,7 @@ def plot_pareto(sweep: Sweep, path: Path, metric: str = "f1") -> None:
 
     colors = plt.get_cmap("tab10")
     budget = _budget_points(sweep)
-    batch_sizes = sorted({s["batch_size"] for s in _all_shapes(sweep)})
+    batch_sizes = sorted({s.batch_size for s in _all_shapes(sweep)})
     fig, axes = plt.subplots(1, len(batch_sizes), figsize=(5.5 * len(batch_sizes), 4.5), squeeze=False)
     for ax, batch in zip(axes[0], batch_sizes, strict=True):
         # a sweep over benchmark.* may time some batch sizes in some jobs only
@@ -92,8 +93,8 @@ def plot_pareto(sweep: Sweep, path: Path, metric: str = "f1") -> None:
         points = []
         for job in jobs:
             assert job.results is not None
-            ups = [s["speedup"] for s in _timed(job, batch)]
-            drop = 100.0 * (job.results["quantized"][metric] - job.results["original"][metric])
+            ups = [s.speedup for s in _timed(job, batch)]
+            drop = 100.0 * (getattr(job.results.quantized, metric) - getattr(job.results.original, metric))
             points.append((math.exp(sum(math.log(u) for u in ups) / len(ups)), drop))
         front = set(pareto_front(points))
         axis = drop_axis([y for _, y in points], budget)
@@ -158,19 +159,19 @@ def plot_latency(sweep: Sweep, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     shapes = _all_shapes(sweep)
-    batch_sizes = sorted({s["batch_size"] for s in shapes})
+    batch_sizes = sorted({s.batch_size for s in shapes})
     fig, axes = plt.subplots(1, len(batch_sizes), figsize=(5.5 * len(batch_sizes), 4.5), squeeze=False)
     for ax, batch in zip(axes[0], batch_sizes, strict=True):
-        lengths = sorted({s["input_length"] for s in shapes if s["batch_size"] == batch})
+        lengths = sorted({s.input_length for s in shapes if s.batch_size == batch})
         originals: dict[int, list[float]] = {n: [] for n in lengths}
         for job in sweep.finished:
-            mine = {s["input_length"]: s for s in _timed(job, batch)}
+            mine = {s.input_length: s for s in _timed(job, batch)}
             if not mine:
                 continue
             own = [n for n in lengths if n in mine]
-            ax.plot(own, [mine[n]["quantized"]["mean_ms"] for n in own], marker="o", label=_short(job))
+            ax.plot(own, [mine[n].quantized.mean_ms for n in own], marker="o", label=_short(job))
             for n in own:
-                originals[n].append(mine[n]["original"]["mean_ms"])
+                originals[n].append(mine[n].original.mean_ms)
         lengths = [n for n in lengths if originals[n]]
         median = [sorted(originals[n])[len(originals[n]) // 2] for n in lengths]
         ax.plot(
@@ -190,31 +191,31 @@ def _short_node(name: str) -> str:
     return "/".join(name.strip("/").split("/")[-4:])
 
 
-def plot_sensitivity(search: dict[str, Any], path: Path) -> None:
+def plot_sensitivity(search: ExclusionSearchResult, path: Path) -> None:
     """exclusion=auto at a glance: each candidate's SQNR in graph order, and F1 at each search step."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ranking = search["ranking"]
-    chosen = set(search["chosen"])
-    start = set(search["start_nodes"])
+    ranking = search.ranking
+    chosen = set(search.chosen)
+    start = set(search.start_nodes)
     fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [2.2, 1]})
     xs = list(range(len(ranking)))
-    heights = [r["sqnr_db"] if r["sqnr_db"] is not None else 0.0 for r in ranking]
+    heights = [r.sqnr_db if r.sqnr_db is not None else 0.0 for r in ranking]
     left.bar(
-        xs, heights, color=["lightgray" if r["sqnr_db"] is None else "tab:blue" for r in ranking], width=0.85
+        xs, heights, color=["lightgray" if r.sqnr_db is None else "tab:blue" for r in ranking], width=0.85
     )
     # kept nodes are often the ones near 0 dB, where a bar has no height: mark them
-    kept = [x for x, r in zip(xs, ranking, strict=True) if r["node"] in chosen]
+    kept = [x for x, r in zip(xs, ranking, strict=True) if r.node in chosen]
     left.scatter(kept, [heights[x] for x in kept], color="tab:red", zorder=3, s=18, label="kept in fp32")
-    started = [x for x, r in zip(xs, ranking, strict=True) if r["node"] in start]
+    started = [x for x, r in zip(xs, ranking, strict=True) if r.node in start]
     if started:
         left.scatter(
             started, [heights[x] + 2 for x in started], marker="v", color="black", s=10, label="starting set"
         )
-    left.set_xticks(kept, [_short_node(ranking[x]["node"]) for x in kept], rotation=90, fontsize=6)
+    left.set_xticks(kept, [_short_node(ranking[x].node) for x in kept], rotation=90, fontsize=6)
     left.set_xlim(-1, len(ranking))
     left.set_ylim(bottom=min(-3.0, min(heights, default=0.0) - 3))
     left.set_xlabel("candidate nodes in graph order (labelled: kept in fp32)")
@@ -222,33 +223,33 @@ def plot_sensitivity(search: dict[str, Any], path: Path) -> None:
     left.set_title("Sensitivity: lower is more damage (gray: untouched by the quantizer)", fontsize=9)
     left.legend(fontsize=7, loc="upper right")
 
-    steps = search["steps"]
-    budget = search["fp32_f1"] - search["max_f1_drop"]
+    steps = search.steps
+    budget = search.fp32_f1 - search.max_f1_drop
     # collapsed sets would squeeze the interesting range near fp32 into a line: clip them
-    floor = budget - max(0.03, 6 * search["max_f1_drop"])
-    top = max([s["f1"] for s in steps] + [search["fp32_f1"]]) + 0.005
+    floor = budget - max(0.03, 6 * search.max_f1_drop)
+    top = max([s.f1 for s in steps] + [search.fp32_f1]) + 0.005
     for step in steps:
-        clipped = step["f1"] < floor
+        clipped = step.f1 < floor
         right.scatter(
-            step["step"],
-            max(step["f1"], floor),
+            step.step,
+            max(step.f1, floor),
             marker="v" if clipped else "o",
-            color="tab:green" if step["meets_budget"] else "tab:orange",
+            color="tab:green" if step.meets_budget else "tab:orange",
             zorder=2,
         )
         right.annotate(
-            str(len(step["nodes"])),
-            (step["step"], max(step["f1"], floor)),
+            str(len(step.nodes)),
+            (step.step, max(step.f1, floor)),
             fontsize=6,
             xytext=(2, 3),
             textcoords="offset points",
         )
-    right.axhline(search["fp32_f1"], color="gray", linestyle=":", label="fp32 F1 (held out)")
-    right.axhline(budget, color="tab:red", linestyle="--", label=f"fp32 F1 - {search['max_f1_drop']}")
+    right.axhline(search.fp32_f1, color="gray", linestyle=":", label="fp32 F1 (held out)")
+    right.axhline(budget, color="tab:red", linestyle="--", label=f"fp32 F1 - {search.max_f1_drop}")
     right.set_ylim(floor - 0.003, top)
     right.set_xlabel("search step (labels: nodes kept in fp32)")
     right.set_ylabel("held-out F1 (▼: below the axis)")
-    confidence = search.get("confidence")
+    confidence = search.confidence
     judged = f"drop at confidence {confidence}" if confidence else "measured drop"
     right.set_title(
         f"Search steps: green within the budget\n(judged by the {judged}), orange outside", fontsize=9

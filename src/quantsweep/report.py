@@ -21,6 +21,7 @@ from hydra.experimental.callback import Callback
 from quantsweep.plots import plot_latency, plot_pareto
 from quantsweep.results import (
     SENSITIVITY_PLOT,
+    JobResults,
     atomic_write_text,
     window_spread,
 )
@@ -59,40 +60,38 @@ def _fixed_list(fixed: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _first(sweep: Sweep) -> dict[str, Any]:
-    return sweep.finished[0].results if sweep.finished else {}  # type: ignore[return-value]
+def _first(sweep: Sweep) -> JobResults | None:
+    return sweep.finished[0].results if sweep.finished else None
 
 
 def render_card(sweep: Sweep) -> str:
     first = _first(sweep)
     task = sweep.fixed.get("task", "token-classification")
     dataset = str(sweep.fixed.get("dataset.path", "dataset"))
-    model_type = first.get("export", {}).get("model_type", "transformer")
+    model_type = first.export.model_type if first else "transformer"
     front = {
         "pipeline_tag": task,
         "datasets": [Path(dataset).name or dataset],
         "metrics": list(sweep.task.METRICS),
         "tags": [model_type, "onnxruntime", "quantization"],
     }
-    env = first.get("environment", {})
-    timing = first.get("timing", {})
-    quantization = first.get("quantization", {})
+    env = first.environment if first else None
     backend_args = {
-        "cpu": env.get("cpu_model"),
-        "physical_cores": env.get("physical_cores"),
-        "intra_op_threads": timing.get("intra_op_threads"),
+        "cpu": env.cpu_model if env else None,
+        "physical_cores": env.physical_cores if env else None,
+        "intra_op_threads": first.timing.intra_op_threads if first else None,
         # what the CPU has, and optimum's quantizer preset: two different things, named apart
-        "cpu_int8_instruction_sets": env.get("int8_instruction_sets"),
-        "quantization_preset": quantization.get("instruction_set"),
+        "cpu_int8_instruction_sets": env.int8_instruction_sets if env else None,
+        "quantization_preset": first.quantization.instruction_set if first else None,
     }
     limit = sweep.fixed.get("dataset.max_eval_samples")
-    samples = first.get("original", {}).get("num_samples")
+    samples = first.original.num_samples if first else None
     count = f"All dataset ({samples} sentences)" if limit is None else str(limit)
     out = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", ""]
     out += [
         f"**task**: `{task}`",
         "",
-        f"**Backend:** `onnxruntime {env.get('packages', {}).get('onnxruntime', '')}`",
+        f"**Backend:** `onnxruntime {env.packages.get('onnxruntime', '') if env else ''}`",
         "",
         f"**Backend args:** `{backend_args}`",
         "",
@@ -120,7 +119,10 @@ def render_card(sweep: Sweep) -> str:
         assert job.results is not None
         row = [_code(v) for v in sweep.label(job)]
         for metric in sweep.task.METRICS:
-            row += [f"{job.results['original'][metric]:.3f}", f"{job.results['quantized'][metric]:.3f}"]
+            row += [
+                f"{getattr(job.results.original, metric):.3f}",
+                f"{getattr(job.results.quantized, metric):.3f}",
+            ]
         rows.append(row)
     header = keys + [f"{m} ({side})" for m in sweep.task.METRICS for side in ("original", "optimized")]
     out += [_table(header, rows), ""]
@@ -137,18 +139,18 @@ def render_card(sweep: Sweep) -> str:
             rows = []
             for job in sweep.finished:
                 assert job.results is not None
-                s = _shape_of(job.results, batch_size, input_length)
+                s = job.results.timing.shape(batch_size, input_length)
                 if s is None:  # a sweep over benchmark.* times different shapes per job
                     continue
                 rows.append(
                     [_code(v) for v in sweep.label(job)]
                     + [
-                        f"{s['original']['mean_ms']:.2f}",
-                        f"{s['quantized']['mean_ms']:.2f}",
-                        f"{s['original']['throughput_samples_per_s']:.2f}",
-                        f"{s['quantized']['throughput_samples_per_s']:.2f}",
-                        f"{s['speedup']:.2f}",
-                        " / ".join(f"{v:.2f}" for v in window_spread(s["window_speedups"])),
+                        f"{s.original.mean_ms:.2f}",
+                        f"{s.quantized.mean_ms:.2f}",
+                        f"{s.original.throughput_samples_per_s:.2f}",
+                        f"{s.quantized.throughput_samples_per_s:.2f}",
+                        f"{s.speedup:.2f}",
+                        " / ".join(f"{v:.2f}" for v in window_spread(s.window_speedups)),
                     ]
                 )
             header = [
@@ -167,20 +169,20 @@ def render_card(sweep: Sweep) -> str:
     notes = []
     for job in sweep.finished:
         assert job.results is not None
-        graph = job.results["graph"]
-        by_type = ", ".join(f"{op}: {n}" for op, n in graph["nodes_quantized_by_op_type"].items()) or "none"
+        graph = job.results.graph
+        by_type = ", ".join(f"{op}: {n}" for op, n in graph.nodes_quantized_by_op_type.items()) or "none"
         rows.append(
             [_code(v) for v in sweep.label(job)]
             + [
-                f"{graph['nodes_quantized']} of {graph['candidate_nodes']}",
+                f"{graph.nodes_quantized} of {graph.candidate_nodes}",
                 by_type,
-                str(len(graph["nodes_excluded"])),
-                f"{graph['original_size_mb']:.2f}",
-                f"{graph['quantized_size_mb']:.2f}",
+                str(len(graph.nodes_excluded)),
+                f"{graph.original_size_mb:.2f}",
+                f"{graph.quantized_size_mb:.2f}",
             ]
         )
-        if graph["nothing_quantized"]:
-            notes.append(f"* `{job.name}`: {graph['note']}")
+        if graph.nothing_quantized:
+            notes.append(f"* `{job.name}`: {graph.note}")
     out += [
         _table(
             [
@@ -221,31 +223,24 @@ def render_card(sweep: Sweep) -> str:
 def _shapes(sweep: Sweep) -> list[tuple[int, int]]:
     """Every (batch size, input length) any finished job timed, in order."""
     found = {
-        (shape["batch_size"], shape["input_length"])
+        (shape.batch_size, shape.input_length)
         for job in sweep.finished
-        for shape in (job.results or {})["timing"]["shapes"]
+        if job.results
+        for shape in job.results.timing.shapes
     }
     return sorted(found)
-
-
-def _shape_of(results: dict[str, Any], batch_size: int, input_length: int) -> dict[str, Any] | None:
-    """A job's timing at one shape, found by the shape itself (never by position)."""
-    return next(
-        (
-            shape
-            for shape in results["timing"]["shapes"]
-            if (shape["batch_size"], shape["input_length"]) == (batch_size, input_length)
-        ),
-        None,
-    )
 
 
 def _timing_settings(sweep: Sweep) -> list[str]:
     """How the timings were taken; when jobs differ in it, each job's settings are listed."""
     settings = {
-        job.name: (t["duration_s"], t["windows"], t["intra_op_threads"])
+        job.name: (
+            job.results.timing.duration_s,
+            job.results.timing.windows,
+            job.results.timing.intra_op_threads,
+        )
         for job in sweep.finished
-        for t in [(job.results or {})["timing"]]
+        if job.results
     }
     common = set(settings.values())
     explain = (
@@ -277,9 +272,9 @@ def _truncation_lines(sweep: Sweep) -> list[str]:
     notes: dict[str, list[str]] = {}
     for job in sweep.finished:
         assert job.results is not None
-        evaluation = sweep.task.scores_from_dict(job.results["original"])
+        evaluation = job.results.original
         if evaluation.num_truncated:
-            note = evaluation.truncation_note(job.results.get("dataset", {}).get("eval_max_length"))
+            note = evaluation.truncation_note(job.results.dataset.get("eval_max_length"))
             notes.setdefault(note, []).append(job.name)
     if not notes:
         return []
@@ -299,7 +294,11 @@ _RANKING_ROWS = 10
 
 def _search_section(sweep: Sweep) -> list[str]:
     """exclusion=auto: what each searching job chose, from which ranking, in which steps."""
-    searched = [job for job in sweep.finished if job.results and job.results.get("exclusion_search")]
+    searched = [
+        (job, job.results.exclusion_search)
+        for job in sweep.finished
+        if job.results and job.results.exclusion_search
+    ]
     if not searched:
         return []
     out = [
@@ -313,20 +312,19 @@ def _search_section(sweep: Sweep) -> list[str]:
         "",
     ]
     rows = []
-    for job in searched:
-        found = job.results["exclusion_search"]  # type: ignore[index]
+    for job, found in searched:
         rows.append(
             [
                 f"`{job.name}`",
-                found["strategy"],
-                str(len(found["start_nodes"])),
-                str(len(found["chosen"])),
-                f"{found['fp32_f1']:.4f}",
-                f"{found['chosen_f1']:.4f}",
-                f"{found['max_f1_drop']} ({found.get('confidence') or 'measured'})",
-                "yes" if found["meets_budget"] else "**no**",
-                f"{found['evaluations']} ({found['stopped_by']})",
-                f"{found['seconds']:.0f}",
+                found.strategy,
+                str(len(found.start_nodes)),
+                str(len(found.chosen)),
+                f"{found.fp32_f1:.4f}",
+                f"{found.chosen_f1:.4f}",
+                f"{found.max_f1_drop} ({found.confidence or 'measured'})",
+                "yes" if found.meets_budget else "**no**",
+                f"{found.evaluations} ({found.stopped_by})",
+                f"{found.seconds:.0f}",
             ]
         )
     out += [
@@ -347,29 +345,28 @@ def _search_section(sweep: Sweep) -> list[str]:
         ),
         "",
     ]
-    for job in searched:
-        found = job.results["exclusion_search"]  # type: ignore[index]
+    for job, found in searched:
         out += [f"### `{job.name}`", ""]
-        if not found["meets_budget"]:
+        if not found.meets_budget:
             out += [
-                f"**The search ended ({found['stopped_by']}) without a set within the budget**; the job used "
+                f"**The search ended ({found.stopped_by}) without a set within the budget**; the job used "
                 "the best set it had evaluated. Raise `exclusion.max_evaluations` or `exclusion.max_minutes`.",
                 "",
             ]
-        chosen = ", ".join(f"`{n}`" for n in found["chosen"]) or "none"
-        out += [f"Kept in fp32 ({len(found['chosen'])}): {chosen}", ""]
-        ranked = sorted((r for r in found["ranking"] if r["rank"] is not None), key=lambda r: r["rank"])
+        chosen = ", ".join(f"`{n}`" for n in found.chosen) or "none"
+        out += [f"Kept in fp32 ({len(found.chosen)}): {chosen}", ""]
+        ranked = sorted((r for r in found.ranking if r.rank is not None), key=lambda r: r.rank or 0)
         out += [
             _table(
                 ["rank", "node", "op type", "SQNR (dB)", "worst tensor", "kept"],
                 [
                     [
-                        str(r["rank"]),
-                        f"`{r['node']}`",
-                        r["op_type"],
-                        f"{r['sqnr_db']:.1f}",
-                        f"`{r['tensor']}`",
-                        "yes" if r["node"] in found["chosen"] else "",
+                        str(r.rank),
+                        f"`{r.node}`",
+                        r.op_type,
+                        f"{r.sqnr_db:.1f}",
+                        f"`{r.tensor}`",
+                        "yes" if r.node in found.chosen else "",
                     ]
                     for r in ranked[:_RANKING_ROWS]
                 ],
@@ -377,22 +374,22 @@ def _search_section(sweep: Sweep) -> list[str]:
             "",
         ]
         step_rows = []
-        for step in found["steps"]:
-            changed = step["changed"]
+        for step in found.steps:
+            changed = step.changed
             shown = ", ".join(f"`{n}`" for n in changed[:2]) + (
                 f" and {len(changed) - 2} more" if len(changed) > 2 else ""
             )
             step_rows.append(
                 [
-                    str(step["step"]),
-                    step["phase"],
-                    str(len(step["nodes"])),
+                    str(step.step),
+                    step.phase,
+                    str(len(step.nodes)),
                     shown,
-                    f"{step['f1']:.4f}",
-                    f"{step['f1_drop']:+.4f}",
-                    f"{step['f1_drop_bound']:+.4f}",
-                    "yes" if step["meets_budget"] else "no",
-                    f"{step['seconds']:.1f}",
+                    f"{step.f1:.4f}",
+                    f"{step.f1_drop:+.4f}",
+                    f"{step.f1_drop_bound:+.4f}",
+                    "yes" if step.meets_budget else "no",
+                    f"{step.seconds:.1f}",
                 ]
             )
         out += [
@@ -459,32 +456,32 @@ def render_csv(sweep: Sweep) -> str:
     for job in sweep.finished:
         r = job.results
         assert r is not None
-        for s in r["timing"]["shapes"]:
-            o, q = s["original"], s["quantized"]
+        for s in r.timing.shapes:
+            o, q = s.original, s.quantized
             writer.writerow(
                 [
                     *sweep.label(job),
                     job.name,
-                    s["batch_size"],
-                    s["input_length"],
-                    *[r[side][m] for m in metrics for side in ("original", "quantized")],
-                    o["mean_ms"],
-                    q["mean_ms"],
-                    o["p50_ms"],
-                    q["p50_ms"],
-                    o["p90_ms"],
-                    q["p90_ms"],
-                    o["p99_ms"],
-                    q["p99_ms"],
-                    o["throughput_samples_per_s"],
-                    q["throughput_samples_per_s"],
-                    s["speedup"],
-                    *window_spread(s["window_speedups"]),
-                    r["graph"]["nodes_quantized"],
-                    len(r["graph"]["nodes_excluded"]),
-                    r["graph"]["original_size_mb"],
-                    r["graph"]["quantized_size_mb"],
-                    r["graph"]["nothing_quantized"],
+                    s.batch_size,
+                    s.input_length,
+                    *[getattr(getattr(r, side), m) for m in metrics for side in ("original", "quantized")],
+                    o.mean_ms,
+                    q.mean_ms,
+                    o.p50_ms,
+                    q.p50_ms,
+                    o.p90_ms,
+                    q.p90_ms,
+                    o.p99_ms,
+                    q.p99_ms,
+                    o.throughput_samples_per_s,
+                    q.throughput_samples_per_s,
+                    s.speedup,
+                    *window_spread(s.window_speedups),
+                    r.graph.nodes_quantized,
+                    len(r.graph.nodes_excluded),
+                    r.graph.original_size_mb,
+                    r.graph.quantized_size_mb,
+                    r.graph.nothing_quantized,
                 ]
             )
     return buffer.getvalue()

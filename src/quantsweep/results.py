@@ -173,6 +173,13 @@ def window_spread(window_speedups: list[float]) -> tuple[float, float, float]:
     return min(window_speedups), statistics.median(window_speedups), max(window_speedups)
 
 
+def _shape_from_dict(data: dict[str, Any]) -> ShapeTiming:
+    values = dict(data)
+    values["original"] = LatencyStats(**data["original"])
+    values["quantized"] = LatencyStats(**data["quantized"])
+    return ShapeTiming(**values)
+
+
 @dataclass
 class TimingResult:
     duration_s: float
@@ -185,6 +192,16 @@ class TimingResult:
     allow_spinning: bool
     input_description: str
     shapes: list[ShapeTiming]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TimingResult:
+        return cls(**{**data, "shapes": [_shape_from_dict(shape) for shape in data["shapes"]]})
+
+    def shape(self, batch_size: int, input_length: int) -> ShapeTiming | None:
+        """The timing of one shape, or None when this job did not time it."""
+        return next(
+            (s for s in self.shapes if (s.batch_size, s.input_length) == (batch_size, input_length)), None
+        )
 
 
 @dataclass
@@ -344,6 +361,27 @@ class JobResults:
     # quantsweep-reproduce only: the job folder or MLflow run id this job reran
     reproduces: str | None = None
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobResults:
+        """A ``results.json`` read back into its records (any schema version: older ones lack only defaulted fields)."""
+        from quantsweep.tasks import of_results
+
+        task = of_results(data)
+        search = data.get("exclusion_search")
+        return cls(
+            **{
+                **data,
+                "environment": Environment(**data["environment"]),
+                "export": ExportFacts(**data["export"]),
+                "quantization": QuantizationFacts(**data["quantization"]),
+                "graph": GraphFacts(**data["graph"]),
+                "original": task.scores_from_dict(data["original"]),
+                "quantized": task.scores_from_dict(data["quantized"]),
+                "timing": TimingResult.from_dict(data["timing"]),
+                "exclusion_search": ExclusionSearchResult.from_dict(search) if search else None,
+            }
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -364,7 +402,7 @@ class JobResults:
 
 
 def read_results(job_dir: Path) -> dict[str, Any]:
-    """The raw ``results.json`` of a finished job."""
+    """The raw ``results.json`` of a finished job (:meth:`JobResults.from_dict` types it)."""
     with (job_dir / RESULTS_FILE).open(encoding="utf-8") as handle:
         data: dict[str, Any] = json.load(handle)
     return data

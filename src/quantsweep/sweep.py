@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from quantsweep.config import GROUPS, flatten
-from quantsweep.results import ERROR_FILE, RESULTS_FILE
+from quantsweep.results import ERROR_FILE, RESULTS_FILE, JobResults
 from quantsweep.tasks import Task, get
 
 # Keys that say how a job ran, not what it measured.
@@ -27,8 +27,8 @@ _IGNORED_KEYS = ("force", "cache", "cache_dir")
 class JobRecord:
     name: str
     path: Path
-    config: dict[str, Any]
-    results: dict[str, Any] | None
+    config: dict[str, Any]  # flattened: dotted keys
+    results: JobResults | None
     error: str | None
 
     @property
@@ -75,8 +75,8 @@ def load_sweep(path: Path) -> Sweep:
         config = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text(encoding="utf-8")) or {}
         results = None
         if (folder / RESULTS_FILE).is_file():
-            results = json.loads((folder / RESULTS_FILE).read_text(encoding="utf-8"))
-            config = results.get("config", config)
+            results = JobResults.from_dict(json.loads((folder / RESULTS_FILE).read_text(encoding="utf-8")))
+            config = results.config
         error = None
         if results is None:
             error_file = folder / ERROR_FILE

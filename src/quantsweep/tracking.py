@@ -37,6 +37,7 @@ from quantsweep.results import (
     EXCLUSION_FILE,
     RESULTS_FILE,
     SENSITIVITY_PLOT,
+    JobResults,
     atomic_write_text,
     window_spread,
 )
@@ -302,48 +303,44 @@ def run_name(choices: dict[str, str]) -> str:
     return "-".join(choices[g] for g in GROUPS if g in choices) or "run"
 
 
-def metrics_of(results: dict[str, Any]) -> dict[str, float]:
+def metrics_of(results: JobResults) -> dict[str, float]:
     """Metric names that sort and filter well: eval/<side>/<metric>, time/bs<b>_len<nnnn>/<side>/<stat>."""
-    from quantsweep.tasks import of_results
+    from quantsweep.tasks import get
 
     metrics: dict[str, float] = {}
-    for name in of_results(results).METRICS:
-        original, quantized = results["original"][name], results["quantized"][name]
+    for name in get(results.task).METRICS:
+        original, quantized = getattr(results.original, name), getattr(results.quantized, name)
         metrics[f"eval/original/{name}"] = original
         metrics[f"eval/quantized/{name}"] = quantized
         metrics[f"eval/delta/{name}"] = quantized - original
-    for shape in results["timing"]["shapes"]:
-        prefix = f"time/bs{shape['batch_size']}_len{shape['input_length']:04d}"
-        for side in ("original", "quantized"):
-            stats = shape[side]
-            for stat in (
-                "mean_ms",
-                "p50_ms",
-                "p90_ms",
-                "p99_ms",
-                "throughput_samples_per_s",
-                "forward_passes_per_s",
-            ):
-                metrics[f"{prefix}/{side}/{stat}"] = stats[stat]
-        metrics[f"{prefix}/speedup"] = shape["speedup"]
-        low, median, high = window_spread(shape["window_speedups"])
+    for shape in results.timing.shapes:
+        prefix = f"time/bs{shape.batch_size}_len{shape.input_length:04d}"
+        for side, stats in (("original", shape.original), ("quantized", shape.quantized)):
+            metrics[f"{prefix}/{side}/mean_ms"] = stats.mean_ms
+            metrics[f"{prefix}/{side}/p50_ms"] = stats.p50_ms
+            metrics[f"{prefix}/{side}/p90_ms"] = stats.p90_ms
+            metrics[f"{prefix}/{side}/p99_ms"] = stats.p99_ms
+            metrics[f"{prefix}/{side}/throughput_samples_per_s"] = stats.throughput_samples_per_s
+            metrics[f"{prefix}/{side}/forward_passes_per_s"] = stats.forward_passes_per_s
+        metrics[f"{prefix}/speedup"] = shape.speedup
+        low, median, high = window_spread(shape.window_speedups)
         metrics[f"{prefix}/speedup_window_min"] = low
         metrics[f"{prefix}/speedup_window_median"] = median
         metrics[f"{prefix}/speedup_window_max"] = high
-    found = results.get("exclusion_search")
+    found = results.exclusion_search
     if found:
-        metrics["search/evaluations"] = found["evaluations"]
-        metrics["search/seconds"] = found["seconds"]
-        metrics["search/nodes_kept"] = len(found["chosen"])
-        metrics["search/holdout_f1_fp32"] = found["fp32_f1"]
-        metrics["search/holdout_f1_chosen"] = found["chosen_f1"]
-        metrics["search/holdout_f1_drop"] = found["fp32_f1"] - found["chosen_f1"]
-        metrics["search/meets_budget"] = 1.0 if found["meets_budget"] else 0.0
-    graph = results["graph"]
-    metrics["graph/nodes_quantized"] = graph["nodes_quantized"]
-    metrics["graph/nodes_excluded"] = len(graph["nodes_excluded"])
-    metrics["graph/original_size_mb"] = graph["original_size_mb"]
-    metrics["graph/quantized_size_mb"] = graph["quantized_size_mb"]
+        metrics["search/evaluations"] = found.evaluations
+        metrics["search/seconds"] = found.seconds
+        metrics["search/nodes_kept"] = len(found.chosen)
+        metrics["search/holdout_f1_fp32"] = found.fp32_f1
+        metrics["search/holdout_f1_chosen"] = found.chosen_f1
+        metrics["search/holdout_f1_drop"] = found.fp32_f1 - found.chosen_f1
+        metrics["search/meets_budget"] = 1.0 if found.meets_budget else 0.0
+    graph = results.graph
+    metrics["graph/nodes_quantized"] = graph.nodes_quantized
+    metrics["graph/nodes_excluded"] = len(graph.nodes_excluded)
+    metrics["graph/original_size_mb"] = graph.original_size_mb
+    metrics["graph/quantized_size_mb"] = graph.quantized_size_mb
     return {k: float(v) for k, v in metrics.items()}
 
 
@@ -604,8 +601,9 @@ def _log_job(job_dir: Path, settings: MlflowConfig, sweep_dir: Path | None) -> s
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    results = json.loads((job_dir / RESULTS_FILE).read_text(encoding="utf-8"))
-    config = results["config"]
+    raw = json.loads((job_dir / RESULTS_FILE).read_text(encoding="utf-8"))
+    results = JobResults.from_dict(raw)
+    config = results.config
     uri = tracking_uri(settings)
     client = MlflowClient(tracking_uri=uri)
     experiment_id = _experiment_id(client, experiment_name(settings, config), uri)
@@ -614,7 +612,7 @@ def _log_job(job_dir: Path, settings: MlflowConfig, sweep_dir: Path | None) -> s
     if existing:
         log.info("MLflow already has this job (run %s); not logging it again.", existing)
         if sweep_dir is not None:
-            _adopt(client, experiment_id, existing, job_dir, sweep_dir, results)
+            _adopt(client, experiment_id, existing, job_dir, sweep_dir, raw)
         return existing
     # a run whose logging was cut off (the server died) carries only the pending key: replace it
     for stale in client.search_runs(
@@ -622,45 +620,45 @@ def _log_job(job_dir: Path, settings: MlflowConfig, sweep_dir: Path | None) -> s
     ):
         log.info("Replacing run %s, whose logging was cut off.", stale.info.run_id)
         client.delete_run(stale.info.run_id)
-    start_ms, end_ms = job_span_ms(job_dir, results)
+    start_ms, end_ms = job_span_ms(job_dir, raw)
 
     parent_id = _parent_run(client, experiment_id, sweep_dir, start_ms) if sweep_dir is not None else None
 
-    env = results["environment"]
+    env = results.environment
     tags = {
         PENDING_KEY_TAG: key,
         "quantsweep.job_dir": str(job_dir.resolve()),
-        "git_commit": env.get("git_commit") or "unknown",
-        "cpu_model": env.get("cpu_model", ""),
-        "host": env.get("hostname", ""),
-        "cpu_int8_instruction_sets": ", ".join(env.get("int8_instruction_sets") or []) or "unknown",
-        **{f"package.{k}": v for k, v in env.get("packages", {}).items()},
+        "git_commit": env.git_commit or "unknown",
+        "cpu_model": env.cpu_model,
+        "host": env.hostname,
+        "cpu_int8_instruction_sets": ", ".join(env.int8_instruction_sets) or "unknown",
+        **{f"package.{k}": v for k, v in env.packages.items()},
     }
-    if results.get("reproduces"):
-        tags["quantsweep.reproduces"] = str(results["reproduces"])
-    if results["graph"]["nothing_quantized"]:
+    if results.reproduces:
+        tags["quantsweep.reproduces"] = str(results.reproduces)
+    if results.graph.nothing_quantized:
         tags["quantsweep.nothing_quantized"] = "true"
     if parent_id:
         tags["mlflow.parentRunId"] = parent_id
     params = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in redact(flatten(config)).items()}
-    params.update({f"choice.{k}": v for k, v in results["choices"].items()})
+    params.update({f"choice.{k}": v for k, v in results.choices.items()})
 
     mlflow.set_tracking_uri(uri)
     # the run spans the job itself, not the seconds spent logging it
     created = client.create_run(
-        experiment_id, start_time=start_ms, run_name=run_name(results["choices"]), tags=tags
+        experiment_id, start_time=start_ms, run_name=run_name(results.choices), tags=tags
     )
     with mlflow.start_run(run_id=created.info.run_id) as run:
         for start in range(0, len(params), 90):  # MLflow takes at most 100 params per batch
             mlflow.log_params({k: str(v)[:_MAX_PARAM] for k, v in list(params.items())[start : start + 90]})
         mlflow.log_metrics(metrics_of(results))
-        for step in (results.get("exclusion_search") or {}).get("steps", []):
+        for step in results.exclusion_search.steps if results.exclusion_search else []:
             # one point per search step: MLflow's charts draw the search's course
             mlflow.log_metrics(
-                {"search/step_f1": step["f1"], "search/step_nodes_kept": float(len(step["nodes"]))},
-                step=step["step"],
+                {"search/step_f1": step.f1, "search/step_nodes_kept": float(len(step.nodes))},
+                step=step.step,
             )
-        inputs = dataset_inputs(results)
+        inputs = dataset_inputs(raw)
         if inputs:
             datasets, contexts, input_tags = zip(*inputs, strict=True)
             mlflow.log_inputs(list(datasets), list(contexts), list(input_tags))

@@ -160,6 +160,6 @@ def plot_search(found: ExclusionSearchResult, path: Path) -> None:
     from quantsweep.plots import plot_sensitivity
 
     try:
-        plot_sensitivity(asdict(found), path)
+        plot_sensitivity(found, path)
     except Exception as error:  # matplotlib missing a font or backend must not fail a finished search
         log.warning("Could not draw %s (%s: %s)", path, type(error).__name__, error)
