@@ -221,6 +221,7 @@ def test_a_sweep_writes_card_csv_mlflow_runs_and_reproduces(tmp_path, classifier
 
     client = MlflowClient(tracking_uri=tracking)
     experiment = client.get_experiment_by_name("sentences")
+    assert experiment is not None
     runs = client.search_runs([experiment.experiment_id])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 4
