@@ -317,3 +317,26 @@ def test_truncation_and_instruction_sets_are_stated(tmp_path, template_job):
     backend = card.split("**Backend args:** `")[1].split("`")[0]
     assert "'cpu_int8_instruction_sets': ['AVX2', 'AVX-512F']" in backend
     assert "'quantization_preset': 'avx512_vnni'" in backend
+
+
+def test_results_of_every_schema_version_still_make_a_card(tmp_path, template_job):
+    """Files of schema 1 to 4 lack only fields that read back with a default (docs/results_schema.md)."""
+    sweep = make_sweep(tmp_path / "sweep", template_job, [{"quantization": {"approach": "dynamic"}}] * 2)
+    current = json.loads((sweep / "job0" / "results.json").read_text())
+    old = copy.deepcopy(current)
+    old["schema_version"] = 1
+    for key in ("phase_seconds", "cache", "exclusion_search", "reproduces"):
+        del old[key]
+    for key in ("int8_instruction_sets", "code_sha256", "installed_from"):
+        del old["environment"][key]
+    for side in ("original", "quantized"):
+        del old[side]["truncated_words"]
+    del old["timing"]["allow_spinning"]
+    del old["config"]["task"]  # a config from before the task group still reads as token classification
+    (sweep / "job1" / "results.json").write_text(json.dumps(old))
+    loaded = {job.name: job for job in load_sweep(sweep).jobs}
+    assert loaded["job1"].results is not None and loaded["job1"].results.timing.allow_spinning is None
+    assert loaded["job1"].results.original.f1 == old["original"]["f1"]
+    assert loaded["job0"].results is not None and loaded["job0"].results.to_dict() == current
+    card = build_report(sweep, plots=False).card.read_text()
+    assert "f1 (original)" in card and "job1" not in card.split("## Failed jobs")[-1]

@@ -6,10 +6,11 @@ import pytest
 
 from quantsweep import tasks
 from quantsweep.config import SUPPORTED_TASKS
-from quantsweep.tasks import Task, token_classification
+from quantsweep.tasks import Task, text_classification, token_classification
 
-# a type check, not a runtime one: mypy refuses this line if the module stops satisfying Task
+# a type check, not a runtime one: mypy refuses these lines if a module stops satisfying Task
 TOKEN_CLASSIFICATION: Task = token_classification
+TEXT_CLASSIFICATION: Task = text_classification
 
 
 def test_every_task_is_found_by_its_config_name_and_names_itself() -> None:

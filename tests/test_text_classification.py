@@ -61,12 +61,13 @@ def dataset(path: Path, **overrides: object) -> DatasetConfig:
 def test_rows_carry_classlabel_names_and_pairs(sentences_dir, pairs_dir):
     rows = task.load(dataset(sentences_dir), "validation")
     assert rows.label_names == ["negative", "neutral", "positive"]
-    assert len(rows) == 48 and set(rows.labels) <= set(rows.label_names) and rows.pairs is None
+    assert len(rows) == 48 and rows.pairs is None
+    assert set(rows.labels) == set(rows.label_names)  # the fixture's model predicts all three
     assert task.load(dataset(sentences_dir), "validation", limit=5).texts == rows.texts[:5]
     pairs = task.load(
         dataset(pairs_dir, data_keys={"primary": "sentence", "secondary": "second"}), "validation"
     )
-    assert pairs.pairs is not None and len(pairs.pairs) == len(pairs) and pairs.pairs != pairs.texts
+    assert pairs.pairs is not None and pairs.pairs != pairs.texts and all(" " in text for text in pairs.pairs)
     # the second text is part of the rows' identity (and so of the cache keys)
     alone = task.load(dataset(pairs_dir), "validation")
     assert alone.pairs is None and alone.fingerprint != pairs.fingerprint
@@ -115,6 +116,51 @@ def test_labels_match_by_name_case_aside_and_a_mismatch_names_both(sentences_dir
     assert "['LABEL_0', 'LABEL_1', 'LABEL_2']" in message and "['negative', 'neutral', 'positive']" in message
 
 
+def test_labels_equal_case_aside_are_told_apart_or_refused():
+    rows = task.LabelledTexts(["x", "y"], None, ["A", "a"], ["A", "a"], "data", "validation")
+    # names that differ only by case match exactly, each to its own
+    task.check_labels({0: "A", 1: "a"}, rows)
+    assert task._by_name({0: "a", 1: "A"}, rows.label_names) == {0: "a", 1: "A"}
+    merged = task.LabelledTexts(["x"], None, ["positive"], ["negative", "positive"], "data", "validation")
+    with pytest.raises(
+        LabelMismatchError, match=r"\['POSITIVE', 'Positive'\] all match the label 'positive'"
+    ):
+        task.check_labels({0: "negative", 1: "Positive", 2: "POSITIVE"}, merged)
+
+
+class _Logits:
+    """An ONNX Runtime session stand-in that answers fixed logits per row (by its first token id)."""
+
+    def __init__(self, by_first_token: dict[int, list[float]]) -> None:
+        self.by_first_token = by_first_token
+
+    def get_inputs(self) -> list[object]:
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(name="input_ids"), SimpleNamespace(name="attention_mask")]
+
+    def run(self, _: object, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [np.array([self.by_first_token[int(row[0])] for row in inputs["input_ids"]])]
+
+
+def test_counts_have_one_layout_for_every_model_of_a_search():
+    from quantsweep.data import EncodedSentence
+
+    rows = task.LabelledTexts(
+        ["a", "b", "c"], None, ["neg", "pos", "pos"], ["neg", "pos"], "data", "validation"
+    )
+    encoded = [EncodedSentence([i], None, [], 0) for i in range(3)]
+    id2label = {0: "NEG", 1: "POS", 2: "OTHER"}  # the model knows a label the data never uses
+    right = _Logits({0: [1, 0, 0], 1: [0, 1, 0], 2: [0, 1, 0]})
+    wrong = _Logits({0: [0, 0, 1], 1: [0, 1, 0], 2: [1, 0, 0]})
+    fp32 = task.counts(right, rows, encoded, id2label, 2, 0)
+    quantized = task.counts(wrong, rows, encoded, id2label, 2, 0)
+    assert fp32.shape == quantized.shape == (3, 9)  # neg, pos, OTHER in each of three blocks
+    assert task.metric_from_counts(fp32.sum(axis=0)) == 1.0
+    # neg: no tp (ref 1, pred 1) -> 0; pos: tp 1 (ref 2, pred 1) -> 2/3; OTHER: predicted once -> 0
+    assert task.metric_from_counts(quantized.sum(axis=0)) == pytest.approx((0 + 2 / 3 + 0) / 3)
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_macro_f1_from_counts_is_sklearns_on_every_resample(seed):
     from sklearn.metrics import accuracy_score, f1_score
@@ -135,7 +181,7 @@ def test_macro_f1_from_counts_is_sklearns_on_every_resample(seed):
     assert task.metric_from_counts(batch).shape == (7,)
 
 
-def test_scores_are_sklearns(sentences_dir):
+def test_scores_are_sklearns():
     truth = ["x", "x", "y", "z", "z", "z"]
     guess = ["x", "y", "y", "z", "x", "z"]
     scores = task.score(truth, guess)
@@ -168,9 +214,9 @@ def test_a_label_mismatch_is_refused_before_the_export(tmp_path, classifier_dir)
     assert done.returncode != 0
     error = (job / "error.txt").read_text()
     assert error.startswith("LabelMismatchError") and "['cat', 'dog']" in error and "NEUTRAL" in error
-    assert not (tmp_path / "cache").exists() or not any(
-        (tmp_path / "cache").rglob("*.onnx")
-    )  # nothing exported
+    assert (
+        not (job / "model.onnx").exists() and not (tmp_path / "cache").exists()
+    )  # refused before the export
 
 
 @pytest.mark.slow
@@ -266,17 +312,19 @@ def test_text_pairs_reach_the_model_and_exclusion_auto_searches_on_macro_f1(
     # labelled by the model from both texts: scoring 1 proves the second text reached it
     assert found["original"]["accuracy"] == 1.0
     search = found["exclusion_search"]
-    assert search["fp32_f1"] == 1.0 and search["steps"] and search["evaluations"] == len(search["steps"])
+    # the search scored macro F1 on held-out rows the model labelled itself, from both texts
+    assert search["fp32_f1"] == 1.0
+    assert all(0.0 <= step["f1"] <= 1.0 for step in search["steps"])
     assert (job / "exclusion.yaml").is_file()
 
-    # the same rows without their second texts: the labels no longer follow from the input
-    alone = tmp_path / "alone"
-    run_module(
-        "quantsweep.cli",
-        *data_args(classifier_dir, pairs_dir),
-        *FAST,
-        f"hydra.run.dir={alone}",
-        f"cache_dir={tmp_path / 'cache'}",
-        cwd=tmp_path,
-    )
-    assert json.loads((alone / "results.json").read_text())["original"]["accuracy"] < 1.0
+    # the job's fp32 model on the same rows without their second texts: the labels no longer
+    # follow from the input (in-process: a second job would only repeat the export)
+    from transformers import AutoTokenizer
+
+    from quantsweep.sessions import SessionSettings, create_session
+
+    session = create_session(job / "model.onnx", SessionSettings.for_threads(1))
+    alone = task.load(dataset(pairs_dir), "validation")
+    encoded = task.encode(AutoTokenizer.from_pretrained(classifier_dir), alone, 256)
+    id2label = dict(enumerate(tiny.CLASSIFIER_LABELS))
+    assert task.evaluate(session, alone, encoded, id2label, 16, 0).accuracy < 1.0

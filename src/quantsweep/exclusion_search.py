@@ -39,10 +39,10 @@ from quantsweep.results import ExclusionSearchResult, NodeSensitivity, SearchSte
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
-    from quantsweep.data import EncodedSentence, TaggedSentences
+    from quantsweep.data import EncodedSentence
     from quantsweep.quantize import QuantizationRequest
     from quantsweep.sessions import SessionSettings
-    from quantsweep.tasks import Task
+    from quantsweep.tasks import Task, TaskRows
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +78,12 @@ def drop_bound(
     resamples: int = 2000,
     metric: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> float:
-    """The F1 drop from ``reference`` to ``candidate`` that holds at ``confidence``, or the measured one.
+    """The metric's drop from ``reference`` to ``candidate`` that holds at ``confidence``, or the measured one.
 
-    A paired bootstrap over sentences: both models are scored on the same resampled
-    sentences, and the bound is the ``confidence`` quantile of the drops. Inputs are the
-    per-row counts of the task (:func:`quantsweep.evaluate.entity_counts` for tokens) and
-    ``metric`` turns summed counts into the metric (default: seqeval's micro F1).
+    A paired bootstrap over rows: both models are scored on the same resampled rows, and
+    the bound is the ``confidence`` quantile of the drops. Inputs are the per-row counts of
+    the task (``Task.counts``) and ``metric`` turns summed counts into the budget's metric
+    (``Task.metric_from_counts``; default: seqeval's micro F1, token classification's).
     """
     from quantsweep.evaluate import f1_from_counts
 
@@ -265,7 +265,7 @@ def _best(steps: list[SearchStep]) -> SearchStep:
 class HeldOutRows:
     """The rows the search scores on, encoded, and what scoring them needs."""
 
-    data: TaggedSentences
+    data: TaskRows
     encoded: list[EncodedSentence]
     id2label: dict[int, str]
     batch_size: int
@@ -360,13 +360,13 @@ def find_exclusions(
     """Rank the candidate nodes, search, and report every step; ``scratch`` holds temporary models."""
     import tempfile
 
-    f1_from_counts = task.metric_from_counts
+    metric = task.metric_from_counts  # the budget's metric (Task.BUDGET_METRIC) from summed counts
     started = time.perf_counter()
     candidates = candidate_nodes(model_path, request.operators)
     names = {name for name, _, _ in candidates}
     models = _Candidates(model_path, request, ranges, model_config, rows, sessions, task)
     reference = models.counts(model_path)
-    fp32_f1 = float(f1_from_counts(reference.sum(axis=0)))
+    fp32_f1 = float(metric(reference.sum(axis=0)))
     with tempfile.TemporaryDirectory(dir=scratch, prefix=".exclusion-search-") as tmp:
         ranking = models.rank(candidates, settings.sensitivity_samples, Path(tmp))
         sensitivity_seconds = round(time.perf_counter() - started, 3)
@@ -375,8 +375,8 @@ def find_exclusions(
             with tempfile.TemporaryDirectory(dir=tmp, prefix="step-") as folder:
                 candidate = models.counts(models.quantized_with(nodes, Path(folder)))
             return Scored(
-                f1=float(f1_from_counts(candidate.sum(axis=0))),
-                drop_bound=drop_bound(reference, candidate, settings.confidence, seed, metric=f1_from_counts),
+                f1=float(metric(candidate.sum(axis=0))),
+                drop_bound=drop_bound(reference, candidate, settings.confidence, seed, metric=metric),
             )
 
         budget = SearchBudget(settings.max_f1_drop, settings.max_evaluations, settings.max_minutes)

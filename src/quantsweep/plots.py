@@ -76,7 +76,7 @@ def _budget_points(sweep: Sweep) -> float:
     return 100.0 * float(value if isinstance(value, int | float) else 0.005)
 
 
-def plot_pareto(sweep: Sweep, path: Path, metric: str = "f1") -> None:
+def plot_pareto(sweep: Sweep, path: Path, metric: str) -> None:
     """Per batch size: each config's metric drop (points) against its speed-up, the Pareto front ringed."""
     import matplotlib
 

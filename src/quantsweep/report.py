@@ -66,7 +66,7 @@ def _first(sweep: Sweep) -> JobResults | None:
 
 def render_card(sweep: Sweep) -> str:
     first = _first(sweep)
-    task = sweep.fixed.get("task", "token-classification")
+    task = sweep.task.NAME
     dataset = str(sweep.fixed.get("dataset.path", "dataset"))
     model_type = first.export.model_type if first else "transformer"
     front = {
@@ -86,7 +86,7 @@ def render_card(sweep: Sweep) -> str:
     }
     limit = sweep.fixed.get("dataset.max_eval_samples")
     samples = first.original.num_samples if first else None
-    count = f"All dataset ({samples} sentences)" if limit is None else str(limit)
+    count = f"All dataset ({samples} {sweep.task.ROWS})" if limit is None else str(limit)
     out = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", ""]
     out += [
         f"**task**: `{task}`",
@@ -307,7 +307,7 @@ def _search_section(sweep: Sweep) -> list[str]:
         "Jobs with `exclusion=auto` chose their fp32 nodes by quantizing and scoring candidate sets on "
         "held-out rows (never the evaluation split, whose metrics above stay an honest test of the chosen "
         "set); a set is within the budget when its F1 drop holds at the stated confidence (a paired "
-        "bootstrap over the held-out sentences). Each job folder's `exclusion.yaml` holds the list, "
+        "bootstrap over the held-out rows). Each job folder's `exclusion.yaml` holds the list, "
         "reusable as `exclusion=nodes` without searching again.",
         "",
     ]

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quantsweep.tasks import token_classification
+from quantsweep.tasks import DEFAULT_TASK, token_classification
 
 # 5: `original`/`quantized` hold the scores of the job's task (config.task); files of
 # schema <= 4 are token classification's, the one task there was, and read unchanged
@@ -117,7 +117,7 @@ class ClassificationResult:
     recall_macro: float
     per_label: dict[str, LabelScores]
     num_samples: int
-    # rows longer than the model's maximum length, classified from their first tokens only
+    # rows longer than the model's maximum length, classified from the tokens that fit
     num_truncated: int
     seconds: float
 
@@ -131,7 +131,7 @@ class ClassificationResult:
         limit = f"{max_length} tokens" if max_length else "the model's maximum length"
         return (
             f"{self.num_truncated} of {self.num_samples} evaluation texts are longer than {limit}: "
-            "each is classified from its first tokens only."
+            "each is classified from the tokens that fit (for a pair, the longer text is cut first)."
         )
 
 
@@ -195,7 +195,9 @@ class TimingResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TimingResult:
-        return cls(**{**data, "shapes": [_shape_from_dict(shape) for shape in data["shapes"]]})
+        # the earliest schema-1 files predate `allow_spinning`: null, not known
+        values = {"allow_spinning": None, **data}
+        return cls(**{**values, "shapes": [_shape_from_dict(shape) for shape in data["shapes"]]})
 
     def shape(self, batch_size: int, input_length: int) -> ShapeTiming | None:
         """The timing of one shape, or None when this job did not time it."""
@@ -387,13 +389,7 @@ class JobResults:
 
     @property
     def task(self) -> str:
-        return str(self.config.get("task", token_classification.NAME))
-
-    def metric_deltas(self) -> dict[str, float]:
-        from quantsweep.tasks import get
-
-        names = get(self.task).METRICS
-        return {name: getattr(self.quantized, name) - getattr(self.original, name) for name in names}
+        return str(self.config.get("task", DEFAULT_TASK))
 
     def write(self, job_dir: Path) -> Path:
         path = job_dir / RESULTS_FILE

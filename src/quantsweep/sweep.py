@@ -17,7 +17,7 @@ import yaml
 
 from quantsweep.config import GROUPS, flatten
 from quantsweep.results import ERROR_FILE, RESULTS_FILE, JobResults
-from quantsweep.tasks import Task, get
+from quantsweep.tasks import DEFAULT_TASK, Task, get
 
 # Keys that say how a job ran, not what it measured.
 _IGNORED_KEYS = ("force", "cache", "cache_dir")
@@ -54,7 +54,7 @@ class Sweep:
     @property
     def task(self) -> Task:
         """The task of every job (load_sweep refuses a sweep that mixes tasks)."""
-        return get(str(self.fixed.get("task", "token-classification")))
+        return get(str(self.fixed.get("task", DEFAULT_TASK)))
 
     def label(self, job: JobRecord) -> list[str]:
         return [fmt(job.config.get(key)) for key in self.benchmarked]
@@ -85,6 +85,8 @@ def load_sweep(path: Path) -> Sweep:
                 if error_file.is_file()
                 else "no results.json: the job did not finish"
             )
+        # every config has had `task`; a file without one could only be token classification's
+        config = {"task": DEFAULT_TASK, **config}
         # data_keys is a small mapping that reads better whole, as the seed card shows it
         flat = {k: v for k, v in flatten(config, whole=("data_keys",)).items() if k not in _IGNORED_KEYS}
         jobs.append(JobRecord(folder.name, folder, flat, results, error))

@@ -74,7 +74,7 @@ def dataset_facts(calibration_split: str | None, inputs: Inputs, max_length: int
         "eval_split": evaluation.split,
         "eval_samples": len(evaluation),
         "eval_fingerprint": evaluation.fingerprint,
-        # sentences longer than this (in sub-tokens) are cut; their cut-off words count as misses
+        # rows longer than this (in sub-tokens) are cut (tokens: the cut-off words count as misses)
         "eval_max_length": max_length,
         "label_names": evaluation.label_names,
         "calibration_split": calibration_split if calibration is not None else None,

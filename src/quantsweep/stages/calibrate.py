@@ -60,7 +60,7 @@ def run(job: JobRun, inputs: Inputs, exported: ExportedModel, plan: Plan) -> Cal
             inputs.pad_id,
             exported.input_names,
         )
-        log.info("Calibrating (%s) on %d sentences", cfg.calibration.method.value, len(data))
+        log.info("Calibrating (%s) on %d %s", cfg.calibration.method.value, len(data), job.task.ROWS)
         computed = calibrate(
             exported.onnx_path,
             batches,

@@ -14,7 +14,7 @@ from quantsweep.config import ConfigError, RunConfig
 from quantsweep.stages.context import JobRun
 
 if TYPE_CHECKING:
-    from quantsweep.data import TaggedSentences
+    from quantsweep.tasks import TaskRows
 
 NAME = "load"
 
@@ -25,10 +25,10 @@ log = logging.getLogger("quantsweep.job")
 class Inputs:
     model_config: Any  # transformers' PretrainedConfig
     tokenizer: Any  # transformers' PreTrainedTokenizerBase
-    eval_data: TaggedSentences
+    eval_data: TaskRows
     id2label: dict[int, str]
-    calibration_data: TaggedSentences | None  # static quantization only
-    holdout_data: TaggedSentences | None  # exclusion=auto only
+    calibration_data: TaskRows | None  # static quantization only
+    holdout_data: TaskRows | None  # exclusion=auto only
 
     @property
     def pad_id(self) -> int:
@@ -45,8 +45,9 @@ def run(job: JobRun) -> Inputs:
         check_input_lengths(cfg, model_config, tokenizer)
         eval_data = job.task.load(cfg.dataset, cfg.dataset.eval_split, cfg.dataset.max_eval_samples)
         log.info(
-            "Evaluation data: %d sentences of %s (split %s)",
+            "Evaluation data: %d %s of %s (split %s)",
             len(eval_data),
+            job.task.ROWS,
             eval_data.source,
             eval_data.split,
         )
@@ -56,7 +57,7 @@ def run(job: JobRun) -> Inputs:
     return Inputs(model_config, tokenizer, eval_data, id2label, calibration_data, holdout_data)
 
 
-def _calibration_rows(job: JobRun) -> tuple[TaggedSentences, TaggedSentences | None]:
+def _calibration_rows(job: JobRun) -> tuple[TaskRows, TaskRows | None]:
     """The calibration sample, and (exclusion=auto) the held-out rows the search scores on."""
     from quantsweep.data import held_out_rows, sample_rows
 

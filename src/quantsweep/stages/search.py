@@ -38,7 +38,7 @@ CODE = (
     "quantsweep.sensitivity",
     "quantsweep.sessions",
 )
-PACKAGES = ("quantsweep", "onnxruntime", "seqeval")
+PACKAGES = ("quantsweep", "onnxruntime")  # and the task's scoring library (Task.PACKAGES)
 _SEARCH_FILE = "search.json"
 
 log = logging.getLogger("quantsweep.job")
@@ -125,7 +125,12 @@ def _search(
         atomic_write_text(folder / _SEARCH_FILE, json.dumps(asdict(found), indent=1) + "\n")
 
     parts = key_parts(
-        cfg, job.key(CALIBRATION), plan, data.fingerprint, rows.batch_size, job.packages(*PACKAGES)
+        cfg,
+        job.key(CALIBRATION),
+        plan,
+        data.fingerprint,
+        rows.batch_size,
+        job.packages(*PACKAGES, *job.task.PACKAGES),
     )
     with job.cached(CACHE_KIND, job.code(CODE), parts, build, "Exclusion search") as folder:
         return ExclusionSearchResult.from_dict(

@@ -15,14 +15,21 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, cast
 
 if TYPE_CHECKING:
     import numpy as np
 
     from quantsweep.config import DatasetConfig
+    from quantsweep.data import TaggedSentences
     from quantsweep.results import TaskScores
+    from quantsweep.tasks.text_classification import LabelledTexts
 
+# one split's rows as a task loads them (with source, split, label names, fingerprint)
+TaskRows: TypeAlias = "TaggedSentences | LabelledTexts"
+
+# the task of a config without one, and of every results.json of schema <= 4
+DEFAULT_TASK = "token-classification"
 # config value -> module
 TASKS = {
     "token-classification": "quantsweep.tasks.token_classification",
@@ -35,6 +42,7 @@ class Task(Protocol):
     METRICS: tuple[str, ...]  # scores of both models, in the order every report shows them
     BUDGET_METRIC: str  # the one of METRICS exclusion=auto's budget and the Pareto plot measure
     PACKAGES: tuple[str, ...]  # the scoring library (its version keys the cached fp32 evaluation)
+    ROWS: str  # what a row is, for the console and the card ("sentences", "texts")
 
     def scores_from_dict(self, data: dict[str, Any]) -> TaskScores:
         """One model's scores as ``results.json`` holds them, read back into their type."""
@@ -90,4 +98,4 @@ def get(name: str) -> Task:
 
 def of_results(results: Mapping[str, Any]) -> Task:
     """The task of a job's ``results.json`` (files of schema <= 4 are all token classification)."""
-    return get(str(results.get("config", {}).get("task", "token-classification")))
+    return get(str(results.get("config", {}).get("task", DEFAULT_TASK)))

@@ -34,6 +34,7 @@ METRICS: tuple[str, ...] = ("accuracy", "f1_macro", "f1_micro", "precision_macro
 BUDGET_METRIC: str = "f1_macro"
 # the scoring library, whose version is part of the cached fp32 evaluation's key
 PACKAGES: tuple[str, ...] = ("scikit-learn",)
+ROWS: str = "texts"  # or text pairs
 
 
 def scores_from_dict(data: dict[str, Any]) -> ClassificationResult:
@@ -175,16 +176,33 @@ def _label_names(
 
 
 def _by_name(id2label: dict[int, str], names: Sequence[str]) -> dict[int, str]:
-    """The model's label ids mapped to the dataset's names, matched case-insensitively."""
-    known = {name.lower(): name for name in names}
-    return {i: known.get(label.lower(), label) for i, label in id2label.items()}
+    """The model's label ids mapped to the dataset's names: the one name equal case aside, else the label itself.
+
+    Names the dataset spells in two cases (``A`` and ``a``) are matched exactly, never folded.
+    """
+    folded: dict[str, list[str]] = {}
+    for name in names:
+        folded.setdefault(name.lower(), []).append(name)
+
+    def named(label: str) -> str:
+        candidates = folded.get(label.lower(), [])
+        return candidates[0] if len(candidates) == 1 else label
+
+    return {i: named(label) for i, label in id2label.items()}
 
 
 def check_labels(id2label: dict[int, str], rows: LabelledTexts) -> None:
     from quantsweep.evaluate import LabelMismatchError
 
-    model_names = set(_by_name(id2label, rows.label_names).values())
-    missing = [name for name in rows.label_names if name not in model_names]
+    mapped = _by_name(id2label, rows.label_names)
+    merged = sorted({name for name in mapped.values() if list(mapped.values()).count(name) > 1})
+    if merged:
+        twins = sorted(label for i, label in id2label.items() if mapped[i] in merged)
+        raise LabelMismatchError(
+            f"The model's labels {twins} all match the label {merged[0]!r} of {rows.source} ({rows.split}), "
+            "case aside, so its predictions could not be told apart; fix its config.json id2label."
+        )
+    missing = [name for name in rows.label_names if name not in set(mapped.values())]
     if missing:
         raise LabelMismatchError(
             f"The model's labels {sorted(id2label.values())} do not include the labels {missing} of "
@@ -305,8 +323,6 @@ def label_counts(references: Sequence[str], predictions: Sequence[str], names: S
     enough for macro F1 (and accuracy), so a resample of rows is scored without sklearn.
     """
     index = {name: i for i, name in enumerate(names)}
-    extra = sorted({p for p in predictions if p not in index})  # labels the dataset never uses
-    index.update({name: len(names) + i for i, name in enumerate(extra)})
     width = len(index)
     counts = np.zeros((len(references), 3 * width), dtype=np.int64)
     for row, (truth, guess) in enumerate(zip(references, predictions, strict=True)):

@@ -23,6 +23,7 @@ METRICS: tuple[str, ...] = ("precision", "recall", "f1", "accuracy")
 BUDGET_METRIC: str = "f1"
 # the scoring library, whose version is part of the cached fp32 evaluation's key
 PACKAGES: tuple[str, ...] = ("seqeval",)
+ROWS: str = "sentences"
 
 
 def scores_from_dict(data: dict[str, Any]) -> EvaluationResult:
