@@ -13,6 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "quantsweep"
 JOB_PATH = [
     "job.py",
     *(f"stages/{p.name}" for p in sorted((PACKAGE / "stages").glob("*.py"))),
+    *(f"tasks/{p.name}" for p in sorted((PACKAGE / "tasks").glob("*.py"))),
     "cache.py",
     "data.py",
     "environment.py",
