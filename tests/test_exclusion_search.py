@@ -22,10 +22,12 @@ from quantsweep.config import (
     OperatorsConfig,
     QuantizationConfig,
     RunConfig,
+    SearchObjective,
     SearchStrategy,
 )
-from quantsweep.exclusion_search import Scored, SearchBudget, drop_bound, search
-from quantsweep.results import NodeSensitivity
+from quantsweep.exclusion_search import MAX_CONFIRMATIONS, Scored, SearchBudget, confirm, drop_bound, search
+from quantsweep.exclusion_speed import Speed, free_nodes, node_groups, pattern_of
+from quantsweep.results import NodeGroup, NodeSensitivity
 from quantsweep.sensitivity import channel_sqnr, rank_nodes
 
 # ---------------------------------------------------------------- the search alone
@@ -122,6 +124,159 @@ def test_unranked_nodes_are_never_kept():
     outcome = search(ranking, ["z", "a"], SearchStrategy.bisect, BUDGET, 1.0, _score([]))
     assert outcome.steps[0].nodes == ["a"]
     assert "z" not in outcome.chosen
+
+
+# ---------------------------------------------------------------- the speed objective alone
+# A model of latency: fp32 takes 10 ms; quantizing "b" or "c" saves 2 ms each, quantizing
+# "d" or "e" costs 1.5 ms each (a QDQ Add on a CPU whose int8 Add does not pay).
+LATENCY = {"a": -0.5, "b": -2.0, "c": -2.0, "d": 1.5, "e": 1.5, "f": -0.5}
+
+
+def _timer(kept: list[str]) -> Speed:
+    ms = 10.0 + sum(cost for node, cost in LATENCY.items() if node not in kept)
+    return Speed(speedup=10.0 / ms, window_min=10.0 / ms - 0.01, window_max=10.0 / ms + 0.01)
+
+
+def test_the_speed_objective_ranks_the_sets_within_the_budget_by_measured_speed():
+    # bisecting this ranking visits {a, f, d} (within the budget, d slower quantized) and {a, f}
+    ranking = _ranking(["a", "f", "d", "e", "b", "c"])
+    fewest = search(ranking, [], SearchStrategy.bisect, BUDGET, 1.0, _score([]), timer=_timer)
+    fastest = search(
+        ranking,
+        [],
+        SearchStrategy.bisect,
+        BUDGET,
+        1.0,
+        _score([]),
+        objective=SearchObjective.speed,
+        timer=_timer,
+    )
+    # the same steps (the order of evaluation does not depend on the objective), every one timed
+    assert [s.nodes for s in fewest.steps] == [s.nodes for s in fastest.steps]
+    assert all(s.speedup is not None and s.speedup_min is not None for s in fastest.steps)
+    assert fewest.chosen == ["a", "f"]
+    meeting = [s for s in fastest.steps if s.meets_budget]
+    assert fastest.best.speedup == max(s.speedup or 0.0 for s in meeting)
+    # d is slower quantized: the set within the budget that keeps it beats the smallest, {a, f}
+    assert fastest.chosen == ["a", "d", "f"]
+    assert fastest.best.speedup == pytest.approx(10.0 / 7.5)
+    assert [s.nodes for s in fastest.choices] == [["a", "d", "f"], ["a", "f"]]
+
+
+def test_pinned_slow_nodes_are_kept_from_the_start_and_never_given_back():
+    outcome = search(
+        _ranking(["a", "f", "b", "c", "d", "e"]),
+        [],
+        SearchStrategy.bisect,
+        BUDGET,
+        1.0,
+        _score([]),
+        objective=SearchObjective.speed,
+        timer=_timer,
+        fixed=["d", "e"],
+    )
+    assert outcome.steps[0].nodes == ["d", "e"]
+    assert all({"d", "e"} <= set(s.nodes) for s in outcome.steps)
+    assert outcome.chosen == ["a", "d", "e", "f"]
+    assert outcome.best.speedup == pytest.approx(10.0 / 6.0)
+
+
+def test_layer_patterns_group_the_same_node_of_every_layer():
+    nodes = [
+        ("/bert/encoder/layer.0/attention/self/Add", "Add"),
+        ("/bert/encoder/layer.1/attention/self/Add", "Add"),
+        ("/bert/encoder/layer.0/output/dense/MatMul", "MatMul"),
+        ("/bert/encoder/layer.11/output/dense/MatMul", "MatMul"),
+        ("/bert/encoder/layer.0/output/LayerNorm/Add_1", "Add"),
+        ("/classifier/MatMul", "MatMul"),
+    ]
+    assert pattern_of(nodes[3][0]) == "/bert/encoder/layer.*/output/dense/MatMul"
+    assert pattern_of("/slow/Add_3") == "/slow/Add_3"  # a trailing index is not a layer
+    groups = {(name, kind): members for name, kind, members in node_groups(nodes)}
+    assert set(groups) == {
+        ("Add", "op_type"),
+        ("MatMul", "op_type"),
+        ("/bert/encoder/layer.*/attention/self/Add", "pattern"),
+        ("/bert/encoder/layer.*/output/dense/MatMul", "pattern"),
+    }
+
+
+def test_a_clear_pattern_decides_for_its_nodes_and_its_op_type_for_the_rest():
+    def group(name: str, kind: str, nodes: list[str], low: float, high: float) -> NodeGroup:
+        return NodeGroup(name, kind, nodes, (low + high) / 2, low, high)
+
+    groups = [
+        group("Add", "op_type", ["mask.0", "mask.1", "res.0", "res.1", "ln.0", "ln.1", "lone"], 1.05, 1.2),
+        group("MatMul", "op_type", ["mm.0", "mm.1", "out.0", "out.1"], 0.8, 0.9),
+        group("mask.*", "pattern", ["mask.0", "mask.1"], 0.9, 0.98),  # clearly pays quantized
+        group("res.*", "pattern", ["res.0", "res.1"], 1.02, 1.1),  # clearly slower quantized
+        group("ln.*", "pattern", ["ln.0", "ln.1"], 0.95, 1.1),  # unclear: follows Add
+        group("out.*", "pattern", ["out.0", "out.1"], 0.97, 1.3),  # unclear: follows MatMul
+    ]
+    assert free_nodes(groups) == ["ln.0", "ln.1", "lone", "res.0", "res.1"]
+    assert [(g.name, g.verdict, g.kept) for g in groups] == [
+        ("Add", "slower", True),
+        ("MatMul", "faster", False),
+        ("mask.*", "faster", False),
+        ("res.*", "slower", True),
+        ("ln.*", "unclear", True),
+        ("out.*", "unclear", False),
+    ]
+
+
+def test_a_set_that_fails_on_fresh_rows_falls_back_to_the_next_choice():
+    steps = search(
+        _ranking(["a", "f", "b", "c", "d", "e"]),
+        [],
+        SearchStrategy.bisect,
+        BUDGET,
+        1.0,
+        _score([]),
+        objective=SearchObjective.speed,
+        timer=_timer,
+    )
+    first, second = steps.choices[:2]
+
+    def fresh(kept: list[str]) -> Scored:  # the fastest set was lucky on the search's rows
+        lost = 0.02 if kept == first.nodes else 0.0
+        return Scored(f1=1.0 - lost, drop_bound=lost)
+
+    chosen, tried = confirm(steps.choices, fresh, 1.0, BUDGET.max_f1_drop, 0.99)
+    assert chosen == second
+    assert [(c.step, c.meets_budget) for c in tried] == [(first.step, False), (second.step, True)]
+    assert tried[0].f1_drop_bound == pytest.approx(0.02) and tried[0].confidence == 0.99
+
+    # nothing holds: the try with the smallest bound, marked as missing the budget
+    chosen, tried = confirm(steps.choices, lambda kept: Scored(0.9, 0.1 - 0.01 * len(kept)), 1.0, 0.01, 0.99)
+    assert len(tried) == min(MAX_CONFIRMATIONS, len(steps.choices)) >= 2
+    assert not any(c.meets_budget for c in tried)
+    assert chosen.step == min(tried, key=lambda c: c.f1_drop_bound).step
+
+
+def test_rows_too_few_for_the_budget_are_reported_with_the_rows_that_would_resolve_it(caplog):
+    def noisy(kept: list[str]) -> Scored:  # every set loses 0.004 with a bootstrap margin of 0.02
+        lost = 0.0 if len(kept) == 6 else 0.004
+        return Scored(f1=1.0 - lost, drop_bound=lost + (0.02 if lost else 0.0))
+
+    with caplog.at_level("WARNING"):
+        outcome = search(_ranking(list("afbcde")), [], SearchStrategy.bisect, BUDGET, 1.0, noisy, rows=300)
+    resolution = outcome.resolution
+    assert resolution is not None and not resolution.resolved
+    assert (resolution.step, resolution.rows, resolution.margin) == (0, 300, pytest.approx(0.02))
+    # the margin shrinks as 1/sqrt(rows): to half the budget (0.005) takes 16x the rows
+    assert resolution.rows_needed == 4800
+    assert "300 held-out rows are too few to resolve a budget of 0.0100" in caplog.text
+    # enough rows: resolved, no warning
+    fine = search(
+        _ranking(list("afbcde")),
+        [],
+        SearchStrategy.bisect,
+        BUDGET,
+        1.0,
+        lambda kept: Scored(0.996, 0.006),
+        rows=300,
+    )
+    assert fine.resolution is not None and fine.resolution.resolved
 
 
 def test_channel_sqnr_sees_an_outlier_channel_that_the_whole_tensor_figure_hides():
@@ -232,7 +387,14 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
 
 def _config(model: Path, data: Path, tmp: Path, **exclusion: Any) -> RunConfig:
     # the planted node costs about 0.3 F1; all the others together a few hundredths
-    settings = {"auto": True, "max_f1_drop": 0.1, "holdout_samples": 100, **exclusion}
+    settings = {
+        "auto": True,
+        "max_f1_drop": 0.1,
+        "holdout_samples": 100,
+        # these tests are about the accuracy search: the speed objective's test is the CLI one
+        "objective": SearchObjective.fewest_fp32,
+        **exclusion,
+    }
     return RunConfig(
         model_name_or_path=str(model),
         dataset=DatasetConfig(path=str(data)),
@@ -291,21 +453,34 @@ def test_the_search_finds_the_planted_node_and_the_job_and_report_show_it(plante
         model,
         data,
         job,
-        "exclusion=auto",
+        "exclusion=auto",  # objective speed, the default
         "exclusion.max_f1_drop=0.1",
         "exclusion.holdout_samples=100",
+        "exclusion.speed_seconds=0.2",
     )
     found = results["exclusion_search"]
-    assert found["chosen"] == [node]
+    # the planted node is kept by every set within the budget, and so by the chosen one
+    assert found["objective"] == "speed" and node in found["chosen"]
+    meeting = [s for s in found["steps"] if s["meets_budget"]]
+    assert meeting and all(node in s["nodes"] for s in meeting)
+    # every step timed; the fastest set within the budget was the first one confirmed
+    assert all(s["speedup"] is not None for s in found["steps"])
+    fastest = max(meeting, key=lambda s: (s["speedup"], -len(s["nodes"])))
+    assert found["confirmations"][0]["step"] == fastest["step"]
+    assert found["search_rows"] + found["confirm_rows"] == 100 and found["confirm_rows"] == 40
+    slow = {n for g in found["groups"] if g["kept"] for n in g["nodes"]}
+    chosen = found["chosen"]
     assert found["meets_budget"] and found["stopped_by"] == "done"
     ranked = sorted((r for r in found["ranking"] if r["rank"]), key=lambda r: r["rank"])
     assert ranked[0]["node"] == node
-    # with nothing kept, the planted node costs F1 well beyond the budget on held-out rows
-    assert found["steps"][0]["nodes"] == [] and not found["steps"][0]["meets_budget"]
-    assert found["steps"][0]["f1_drop"] > 0.1
-    # the job quantized with the chosen set: everything else quantized, that node in fp32
-    assert results["graph"]["nodes_excluded"] == [node]
-    assert results["graph"]["nodes_quantized"] == results["graph"]["candidate_nodes"] - 1
+    # the search starts from the groups timed slower quantized (on a model this small, often
+    # every MatMul); unless that kept it, the planted node costs F1 well beyond the budget
+    start = found["steps"][0]
+    assert start["nodes"] == sorted(slow)
+    assert node in slow or (start["f1_drop"] > 0.1 and not start["meets_budget"])
+    # the job quantized with the chosen set: everything else quantized, those nodes in fp32
+    assert results["graph"]["nodes_excluded"] == chosen
+    assert results["graph"]["nodes_quantized"] == results["graph"]["candidate_nodes"] - len(chosen)
     # held-out rows: none of the evaluation split's, none of calibration's
     assert results["dataset"]["holdout_fingerprint"] not in (
         results["dataset"]["eval_fingerprint"],
@@ -319,7 +494,7 @@ def test_the_search_finds_the_planted_node_and_the_job_and_report_show_it(plante
     files = build_report(tmp_path / "sweep", plots=False)
     card = files.card.read_text()
     assert "## Exclusion search" in card
-    assert f"Kept in fp32 (1): `{node}`" in card
+    assert f"Kept in fp32 ({len(chosen)}): " in card and f"`{node}`" in card
     assert "![Sensitivity and search of auto](auto/sensitivity.png)" in card
 
     # quantsweep-reproduce passes the chosen list back through the command line (node
@@ -328,7 +503,7 @@ def test_the_search_finds_the_planted_node_and_the_job_and_report_show_it(plante
     reproduced = tiny.run_module("quantsweep.reproduce", str(job), "--out", str(out), cwd=tmp_path)
     assert "nodes the saved exclusion search chose" in reproduced.stdout
     again = json.loads((out / "results.json").read_text())
-    assert again["exclusion_search"] is None and again["graph"]["nodes_excluded"] == [node]
+    assert again["exclusion_search"] is None and again["graph"]["nodes_excluded"] == chosen
     assert (out / "model_quantized.onnx").read_bytes() == (job / "model_quantized.onnx").read_bytes()
 
     # MLflow: the search's figures, its course step by step, and the reusable list
@@ -341,7 +516,7 @@ def test_the_search_finds_the_planted_node_and_the_job_and_report_show_it(plante
     run_id = log_job(job, MlflowConfig(tracking_uri=store))
     client = mlflow.MlflowClient(tracking_uri=store)
     metrics = client.get_run(run_id).data.metrics
-    assert metrics["search/nodes_kept"] == 1.0 and metrics["search/meets_budget"] == 1.0
+    assert metrics["search/nodes_kept"] == len(chosen) and metrics["search/meets_budget"] == 1.0
     assert metrics["search/evaluations"] == len(found["steps"])
     history = client.get_metric_history(run_id, "search/step_f1")
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [

@@ -143,17 +143,25 @@ class SearchStrategy(str, Enum):
     greedy = "greedy"
 
 
+class SearchObjective(str, Enum):
+    # the fastest set (measured against fp32 on this machine) whose drop meets the budget
+    speed = "speed"
+    # the fewest nodes kept in fp32 whose drop meets the budget
+    fewest_fp32 = "fewest_fp32"
+
+
 @dataclass
 class ExclusionConfig:
     """Group ``exclusion``: nodes kept in fp32, given by pattern or node name, or searched for.
 
-    With ``auto`` the nodes are found by :mod:`quantsweep.exclusion_search`: the smallest
-    set whose static quantization loses at most ``max_f1_drop`` F1 on a held-out slice of
-    the calibration split.
+    With ``auto`` the nodes are found by :mod:`quantsweep.exclusion_search`: the fastest
+    (``objective=speed``) or the smallest (``fewest_fp32``) set whose static quantization
+    loses at most ``max_f1_drop`` F1 on a held-out slice of the calibration split.
     """
 
     nodes: list[str] = field(default_factory=list)
     auto: bool = False
+    objective: SearchObjective = SearchObjective.speed
     # the accuracy budget: F1 (0..1) the quantized model may lose on the held-out slice
     max_f1_drop: float = 0.005
     # how sure the search must be that the drop is within the budget: a set meets it when
@@ -173,6 +181,14 @@ class ExclusionConfig:
     holdout_split: str | None = None
     # held-out rows run through the fp32 and the QDQ model to rank nodes by SQNR
     sensitivity_samples: int = 32
+    # the share of the held-out rows the search never scores on: the chosen set is
+    # confirmed on them (0: no confirmation; the search's own rows then report it)
+    confirm_fraction: float = 0.4
+    # objective=speed: [batch size, input length] every candidate is timed at against fp32;
+    # null: batch 1 at the job's longest input length
+    timing_shape: list[int] | None = None
+    # objective=speed: seconds of timed forward passes per model and candidate
+    speed_seconds: float = 1.0
 
     @property
     def patterns(self) -> list[str]:
@@ -225,6 +241,28 @@ class ExclusionConfig:
         if self.sensitivity_samples <= 0:
             raise _fail(
                 "exclusion.sensitivity_samples", self.sensitivity_samples, "it must be a positive integer."
+            )
+        if not 0.0 <= self.confirm_fraction < 1.0:
+            raise _fail(
+                "exclusion.confirm_fraction",
+                self.confirm_fraction,
+                "it is the share of the held-out rows kept back to confirm the chosen set: a number in "
+                "[0, 1), e.g. 0.4; 0 confirms on nothing.",
+            )
+        if self.timing_shape is not None and (
+            len(self.timing_shape) != 2 or any(not isinstance(v, int) or v <= 0 for v in self.timing_shape)
+        ):
+            raise _fail(
+                "exclusion.timing_shape",
+                list(self.timing_shape),
+                "give [batch size, input length] as two positive integers, e.g. [1, 128], or null for "
+                "batch 1 at the job's longest input length.",
+            )
+        if self.speed_seconds <= 0:
+            raise _fail(
+                "exclusion.speed_seconds",
+                self.speed_seconds,
+                "it must be a positive number of seconds of timing per model and candidate.",
             )
 
 
@@ -578,8 +616,10 @@ class RunConfig:
             raise _fail(
                 "exclusion.auto",
                 True,
-                "the search ranks nodes by the error of their static (QDQ) quantization and judges F1 with "
-                "calibrated ranges, so it needs `quantization=static`; dynamic quantization takes a fixed list "
+                "the search ranks nodes by the error of their static (QDQ) quantization, measured on the QDQ "
+                "model's own activations before and after each quantize/dequantize pair; a dynamic model "
+                "quantizes inside its integer kernels and has no such pair to read, so its ranking would be a "
+                "guess. It needs `quantization=static`; dynamic quantization takes a fixed list "
                 "(`exclusion=none`, `sensitive` or `nodes`).",
             )
         if self.exclusion.auto:

@@ -1,30 +1,38 @@
-"""exclusion=auto: the smallest set of nodes to keep in fp32 that meets an F1 budget.
+"""exclusion=auto: the nodes to keep in fp32, fastest or fewest, within an F1 budget.
 
 The search never sees the evaluation split: it judges every candidate set by F1 on
 held-out rows (of the calibration split, disjoint from the rows that calibrate, or of
 ``holdout_split``), so the eval metrics a job reports stay an honest test of the set it
 chose. A set meets the budget when its F1 drop holds at ``confidence`` in a paired
-bootstrap over those rows: a search takes dozens of accept-or-reject decisions, and
-judging measured drops would favour sets that were merely lucky on the held-out rows.
+bootstrap over those rows.
 
 1. Rank: quantize every candidate node (static QDQ, the job's calibrated ranges) and
    measure each node's SQNR on held-out rows (:mod:`quantsweep.sensitivity`).
-2. Start: evaluate the starting set (nothing, or ``start_from`` patterns and names).
-3. Grow, if the start misses the budget: keep more of the ranked nodes, worst SQNR
+2. Speed (``objective=speed``): time node groups (op types, name patterns across
+   layers) kept in fp32 against the model without them (:mod:`quantsweep.exclusion_speed`);
+   groups that are slower quantized start kept and are never given back.
+3. Start: evaluate the starting set (``start_from`` patterns and names, and the slow groups).
+4. Grow, if the start misses the budget: keep more of the ranked nodes, worst SQNR
    first, until it is met: ``bisect`` halves the ranked prefix (about log2 N steps, and
    assumes F1 rises with the prefix), ``greedy`` adds one node per step.
-4. Prune: give kept nodes back to quantization, least sensitive first, in chunks that
+5. Prune: give kept nodes back to quantization, least sensitive first, in chunks that
    halve down to single nodes, whenever the set without them still meets the budget.
+6. Choose and confirm: the sets that met the budget, fastest (every step is timed
+   against fp32) or fewest first, are scored on held-out rows the search never scored
+   on, at a confidence corrected for the number confirmed; the first that holds is chosen.
+
+A search takes dozens of accept-or-reject decisions on the same rows and keeps the best
+set that passed, so that set passed partly by luck; the bootstrap bound of each step
+does not count that selection, the confirmation on fresh rows does.
 
 Every step quantizes the model and scores it; ``max_evaluations`` and ``max_minutes``
-bound the steps. When they run out the search ends with the best set evaluated so far:
-the smallest one meeting the budget, or, when none does, the one with the highest F1,
-marked as not meeting it.
+bound the steps. When they run out the search ends with the sets evaluated so far.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,8 +41,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from quantsweep.config import ExclusionConfig, SearchStrategy
-from quantsweep.results import ExclusionSearchResult, NodeSensitivity, SearchStep
+from quantsweep.config import ExclusionConfig, SearchObjective, SearchStrategy
+from quantsweep.exclusion_speed import Speed, SpeedProbe, free_nodes, node_groups, verdict
+from quantsweep.results import (
+    Confirmation,
+    ExclusionSearchResult,
+    NodeGroup,
+    NodeSensitivity,
+    RowsResolution,
+    SearchStep,
+)
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
@@ -47,7 +63,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # bump when the ranking or the search changes what it chooses: cached searches stop matching
-SEARCH_FORMAT = 1
+SEARCH_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,12 @@ class Scored:
 
 # quantizes with these nodes kept in fp32 and scores the model on the held-out rows
 ScoreSet = Callable[[list[str]], Scored]
+# quantizes with these nodes kept in fp32 and times the model against fp32
+TimeSet = Callable[[list[str]], Speed]
+
+# sets tried on the confirmation rows before the search gives up: each try is one more
+# decision, so each is judged at 1 - (1 - confidence) / MAX_CONFIRMATIONS
+MAX_CONFIRMATIONS = 3
 
 
 @dataclass(frozen=True)
@@ -99,10 +121,27 @@ def drop_bound(
 @dataclass
 class SearchOutcome:
     steps: list[SearchStep]
-    chosen: list[str]
-    chosen_f1: float
-    meets_budget: bool
+    # the steps that met the budget, in the order the objective prefers them
+    choices: list[SearchStep]
     stopped_by: str
+    resolution: RowsResolution | None
+
+    @property
+    def best(self) -> SearchStep:
+        """The objective's pick before any confirmation."""
+        return self.choices[0]
+
+    @property
+    def chosen(self) -> list[str]:
+        return self.best.nodes
+
+    @property
+    def chosen_f1(self) -> float:
+        return self.best.f1
+
+    @property
+    def meets_budget(self) -> bool:
+        return self.best.meets_budget
 
 
 class _OutOfBudget(Exception):
@@ -114,12 +153,23 @@ class _OutOfBudget(Exception):
 class _Steps:
     """Evaluated sets, each at most once, within the evaluation and time budget."""
 
-    def __init__(self, score: ScoreSet, fp32_f1: float, budget: SearchBudget, started: float) -> None:
+    def __init__(
+        self,
+        score: ScoreSet,
+        fp32_f1: float,
+        budget: SearchBudget,
+        started: float,
+        timer: TimeSet | None = None,
+        rows: int = 0,
+    ) -> None:
         self.score = score
+        self.timer = timer
         self.fp32_f1 = fp32_f1
         self.budget = budget
         self.started = started
+        self.rows = rows
         self.steps: list[SearchStep] = []
+        self.resolution: RowsResolution | None = None
         self._seen: dict[frozenset[str], SearchStep] = {}
 
     def meets(self, bound: float) -> bool:
@@ -144,33 +194,70 @@ class _Steps:
         start = time.perf_counter()
         kept = sorted(key)
         scored = self.score(kept)
-        f1 = scored.f1
+        speed = self.timer(kept) if self.timer else None
         step = SearchStep(
             step=len(self.steps),
             phase=phase,
             nodes=kept,
-            f1=round(f1, 6),
-            f1_drop=round(self.fp32_f1 - f1, 6),
+            f1=round(scored.f1, 6),
+            f1_drop=round(self.fp32_f1 - scored.f1, 6),
             f1_drop_bound=round(scored.drop_bound, 6),
             meets_budget=self.meets(scored.drop_bound),
             seconds=round(time.perf_counter() - start, 3),
             changed=sorted(changed),
+            speedup=speed.speedup if speed else None,
+            speedup_min=speed.window_min if speed else None,
+            speedup_max=speed.window_max if speed else None,
         )
         log.info(
             "Exclusion search step %d (%s): %d nodes kept in fp32, held-out F1 %.4f (%+.4f against fp32; "
-            "drop charged %.4f, %s the budget of %.4f)",
+            "drop charged %.4f, %s the budget of %.4f)%s",
             step.step,
             phase,
             len(kept),
-            f1,
+            scored.f1,
             -step.f1_drop,
             step.f1_drop_bound,
             "within" if step.meets_budget else "outside",
             self.budget.max_f1_drop,
+            f"; {speed.speedup:.2f}x fp32 (windows {speed.window_min:.2f}-{speed.window_max:.2f})"
+            if speed
+            else "",
         )
         self.steps.append(step)
         self._seen[key] = step
+        self._check_resolution(step)
         return step
+
+    def _check_resolution(self, step: SearchStep) -> None:
+        """On the first set whose drop is near the budget, whether the rows can resolve the budget at all."""
+        budget = self.budget.max_f1_drop
+        # a drop near the budget (either sign: a quantized model may score above fp32 by chance)
+        if self.resolution is not None or self.rows < 2 or abs(step.f1_drop) > 2 * budget:
+            return
+        margin = step.f1_drop_bound - step.f1_drop
+        # rows that would bring the margin to half the budget (it shrinks as 1/sqrt(rows)),
+        # so that a set losing half the budget could meet it
+        needed = math.ceil(self.rows * (margin / (budget / 2)) ** 2) if margin > 0 else self.rows
+        self.resolution = RowsResolution(
+            step=step.step,
+            rows=self.rows,
+            margin=round(margin, 6),
+            resolved=margin <= budget,
+            rows_needed=max(needed, self.rows),
+        )
+        if not self.resolution.resolved:
+            log.warning(
+                "Exclusion search: %d held-out rows are too few to resolve a budget of %.4f: the bootstrap adds "
+                "%.4f to a measured drop of %.4f (step %d), so only sets that lose nothing can meet it. About "
+                "%d rows would resolve it (exclusion.holdout_samples, or a larger exclusion.holdout_split).",
+                self.rows,
+                budget,
+                margin,
+                step.f1_drop,
+                step.step,
+                self.resolution.rows_needed,
+            )
 
 
 def search(
@@ -181,30 +268,37 @@ def search(
     fp32_f1: float,
     score: ScoreSet,
     started: float | None = None,
+    objective: SearchObjective = SearchObjective.fewest_fp32,
+    timer: TimeSet | None = None,
+    fixed: Sequence[str] = (),
+    rows: int = 0,
 ) -> SearchOutcome:
-    """Find the nodes to keep in fp32; ``score`` quantizes with a set and returns held-out F1."""
+    """Find the sets of nodes to keep in fp32 that meet the budget, ordered by ``objective``.
+
+    ``score`` quantizes with a set and returns held-out F1; ``timer`` (objective=speed)
+    times it against fp32. ``fixed`` nodes are kept from the start and never given back.
+    """
     ranked = [r.node for r in sorted((r for r in ranking if r.rank is not None), key=lambda r: r.rank or 0)]
     sqnr = {r.node: r.sqnr_db for r in ranking}
     # a starting node the quantizer leaves alone would change nothing: it is not kept
-    current = sorted({node for node in start if sqnr.get(node) is not None})
-    steps = _Steps(score, fp32_f1, budget, time.perf_counter() if started is None else started)
+    current = sorted({node for node in [*start, *fixed] if sqnr.get(node) is not None})
+    pinned = set(fixed)
+    steps = _Steps(score, fp32_f1, budget, time.perf_counter() if started is None else started, timer, rows)
     stopped_by = "done"
     try:
         if not steps.evaluate(current, "start", current).meets_budget:
             current = _grow(steps, current, [n for n in ranked if n not in current], strategy)
-        _prune(steps, current, sqnr)
+        _prune(steps, current, sqnr, pinned)
     except _OutOfBudget as out:
         stopped_by = out.reason
         log.warning(
             "Exclusion search: the %s budget ran out; taking the best set evaluated so far.", out.reason
         )
-    best = _best(steps.steps)
     return SearchOutcome(
         steps=steps.steps,
-        chosen=best.nodes,
-        chosen_f1=best.f1,
-        meets_budget=best.meets_budget,
+        choices=ordered_choices(steps.steps, objective),
         stopped_by=stopped_by,
+        resolution=steps.resolution,
     )
 
 
@@ -229,16 +323,17 @@ def _grow(steps: _Steps, base: list[str], rest: list[str], strategy: SearchStrat
     return base + rest[:high]
 
 
-def _prune(steps: _Steps, kept: list[str], sqnr: dict[str, float | None]) -> None:
+def _prune(steps: _Steps, kept: list[str], sqnr: dict[str, float | None], pinned: set[str]) -> None:
     """Give nodes back to quantization, least sensitive (highest SQNR) first, while the budget holds.
 
     Nodes go back in chunks, halved each round down to single nodes: when most of a
     large set is not needed, a few big chunks settle it instead of one step per node.
+    ``pinned`` nodes (slower quantized) are never given back.
     """
     current = list(kept)
     if not steps.evaluate(current, "grow", []).meets_budget:
         return
-    order = sorted(current, key=lambda n: (-(sqnr.get(n) or 0.0), n))
+    order = sorted((n for n in current if n not in pinned), key=lambda n: (-(sqnr.get(n) or 0.0), n))
     size = max(1, len(order) // 2)
     while order:
         remaining: list[str] = []
@@ -254,11 +349,57 @@ def _prune(steps: _Steps, kept: list[str], sqnr: dict[str, float | None]) -> Non
         order, size = remaining, max(1, size // 2)
 
 
-def _best(steps: list[SearchStep]) -> SearchStep:
+def ordered_choices(steps: list[SearchStep], objective: SearchObjective) -> list[SearchStep]:
+    """The steps that met the budget, best first: fastest measured, or fewest nodes kept.
+
+    Ties go to fewer nodes kept, then higher F1. When no step met it, the one step with
+    the highest F1 (marked as missing the budget).
+    """
     meeting = [s for s in steps if s.meets_budget]
-    if meeting:
-        return min(meeting, key=lambda s: (len(s.nodes), -s.f1, s.step))
-    return min(steps, key=lambda s: (-s.f1, len(s.nodes), s.step))
+    if not meeting:
+        return [min(steps, key=lambda s: (-s.f1, len(s.nodes), s.step))]
+    if objective is SearchObjective.speed:
+        return sorted(meeting, key=lambda s: (-(s.speedup or 0.0), len(s.nodes), -s.f1, s.step))
+    return sorted(meeting, key=lambda s: (len(s.nodes), -s.f1, s.step))
+
+
+def confirm(
+    choices: Sequence[SearchStep], score: ScoreSet, fp32_f1: float, budget: float, confidence: float | None
+) -> tuple[SearchStep, list[Confirmation]]:
+    """The first of ``choices`` whose drop holds on the confirmation rows, and every try.
+
+    ``score`` scores on rows the search never saw, at ``confidence`` already corrected
+    for ``MAX_CONFIRMATIONS`` tries. When none holds, the try with the smallest bound is
+    chosen and marked as missing the budget.
+    """
+    tried: list[tuple[SearchStep, Confirmation]] = []
+    for step in list(choices)[:MAX_CONFIRMATIONS]:
+        scored = score(step.nodes)
+        check = Confirmation(
+            step=step.step,
+            nodes_kept=len(step.nodes),
+            f1=round(scored.f1, 6),
+            fp32_f1=round(fp32_f1, 6),
+            f1_drop=round(fp32_f1 - scored.f1, 6),
+            f1_drop_bound=round(scored.drop_bound, 6),
+            confidence=confidence,
+            meets_budget=step.meets_budget and round(scored.drop_bound, 9) <= budget,
+        )
+        log.info(
+            "Exclusion search: step %d's set on the confirmation rows: F1 %.4f against fp32 %.4f, drop charged "
+            "%.4f at confidence %s: %s",
+            step.step,
+            scored.f1,
+            fp32_f1,
+            check.f1_drop_bound,
+            confidence,
+            "confirmed" if check.meets_budget else "not confirmed",
+        )
+        tried.append((step, check))
+        if check.meets_budget:
+            return step, [c for _, c in tried]
+    best = min(tried, key=lambda t: (t[1].f1_drop_bound, t[0].step))
+    return best[0], [c for _, c in tried]
 
 
 @dataclass
@@ -274,6 +415,20 @@ class HeldOutRows:
     # smaller batches for the SQNR ranking: rows of similar length, so little padding
     sensitivity_batch_size: int = 8
 
+    def split(self, fraction: float) -> tuple[HeldOutRows, HeldOutRows | None]:
+        """(rows the search scores on, the last ``fraction`` of them kept back to confirm); rows are shuffled already."""
+        from dataclasses import replace
+
+        confirm = round(len(self.encoded) * fraction)
+        if confirm == 0 or confirm == len(self.encoded):
+            return self, None
+        cut = len(self.encoded) - confirm
+        head, tail = list(range(cut)), list(range(cut, len(self.encoded)))
+        return (
+            replace(self, data=self.data.take(head), encoded=self.encoded[:cut]),
+            replace(self, data=self.data.take(tail), encoded=self.encoded[cut:]),
+        )
+
 
 def candidate_nodes(model_path: Path, operators: Sequence[str]) -> list[tuple[str, str, list[str]]]:
     """(name, op type, input and output tensors) of every node the quantizer may touch."""
@@ -288,28 +443,27 @@ def candidate_nodes(model_path: Path, operators: Sequence[str]) -> list[tuple[st
 
 
 @dataclass
-class _Candidates:
-    """Quantizes the model with a set of nodes kept in fp32 and scores it on the held-out rows."""
+class CandidateModels:
+    """Quantizes the model with a set of nodes kept in fp32, and scores and times it."""
 
     model_path: Path
     request: QuantizationRequest
     ranges: Any
     model_config: PretrainedConfig
-    rows: HeldOutRows
     sessions: SessionSettings
     task: Task
+    folder: Path
 
-    def counts(self, model: Path) -> np.ndarray:
+    def counts(self, model: Path, rows: HeldOutRows) -> np.ndarray:
         """Per held-out row, the task's counts (for tokens: entities right, predicted, in the reference)."""
         from quantsweep.sessions import create_session
 
-        rows = self.rows
         session = create_session(model, self.sessions)
         return self.task.counts(
             session, rows.data, rows.encoded, rows.id2label, rows.batch_size, rows.pad_token_id
         )
 
-    def quantized_with(self, nodes: list[str], folder: Path) -> Path:
+    def quantized_with(self, nodes: Sequence[str], folder: Path) -> Path:
         from dataclasses import replace
 
         from quantsweep.quantize import build_quantization_config, quantize_model
@@ -317,23 +471,87 @@ class _Candidates:
         qconfig, _, _ = build_quantization_config(replace(self.request, nodes_to_exclude=list(nodes)))
         return quantize_model(self.model_path, folder, qconfig, self.ranges, self.model_config)
 
+    def scorer(self, rows: HeldOutRows, confidence: float | None, seed: int) -> tuple[float, ScoreSet]:
+        """The fp32 model's F1 on ``rows``, and a function scoring a set's drop from it there."""
+        import tempfile
+
+        metric = self.task.metric_from_counts  # the budget's metric (Task.BUDGET_METRIC) from summed counts
+        reference = self.counts(self.model_path, rows)
+
+        def score(nodes: list[str]) -> Scored:
+            with tempfile.TemporaryDirectory(dir=self.folder, prefix="step-") as folder:
+                candidate = self.counts(self.quantized_with(nodes, Path(folder)), rows)
+            return Scored(
+                f1=float(metric(candidate.sum(axis=0))),
+                drop_bound=drop_bound(reference, candidate, confidence, seed, metric=metric),
+            )
+
+        return float(metric(reference.sum(axis=0))), score
+
+    def timer(self, probe: SpeedProbe) -> TimeSet:
+        """Times a set kept in fp32 against the fp32 model."""
+        import tempfile
+
+        def speed(nodes: list[str]) -> Speed:
+            with tempfile.TemporaryDirectory(dir=self.folder, prefix="timed-") as folder:
+                return probe.compare(self.model_path, self.quantized_with(nodes, Path(folder)))
+
+        return speed
+
+    def time_groups(
+        self, probe: SpeedProbe, ranking: Sequence[NodeSensitivity], base: list[str]
+    ) -> list[NodeGroup]:
+        """Every node group kept in fp32 on top of ``base``, timed against ``base`` alone."""
+        import tempfile
+
+        quantized = [(r.node, r.op_type) for r in ranking if r.rank is not None and r.node not in base]
+        with tempfile.TemporaryDirectory(dir=self.folder, prefix="base-") as folder:
+            reference = self.quantized_with(base, Path(folder))
+            probe.session(reference, keep=True)
+            groups = []
+            for name, kind, nodes in node_groups(quantized):
+                with tempfile.TemporaryDirectory(dir=self.folder, prefix="group-") as other:
+                    speed = probe.compare(reference, self.quantized_with([*base, *nodes], Path(other)))
+                group = NodeGroup(
+                    name=name,
+                    kind=kind,
+                    nodes=sorted(nodes),
+                    speedup=speed.speedup,
+                    speedup_min=speed.window_min,
+                    speedup_max=speed.window_max,
+                )
+                group.verdict = verdict(group)
+                groups.append(group)
+                log.info(
+                    "Exclusion search: keeping %s %s (%d nodes) in fp32: %.2fx (windows %.2f-%.2f)",
+                    kind.replace("_", " "),
+                    name,
+                    len(nodes),
+                    speed.speedup,
+                    speed.window_min,
+                    speed.window_max,
+                )
+            probe.forget()
+        return groups
+
     def rank(
-        self, candidates: list[tuple[str, str, list[str]]], samples: int, folder: Path
+        self, candidates: list[tuple[str, str, list[str]]], rows: HeldOutRows, samples: int
     ) -> list[NodeSensitivity]:
         """The candidates ranked by SQNR, measured on the model with every candidate quantized."""
+        import tempfile
+
         from quantsweep.data import length_sorted_batches
         from quantsweep.sensitivity import activation_sqnr, rank_nodes
 
-        rows = self.rows
-        full = self.quantized_with([], folder)
-        sample = rows.encoded[:samples]
-        batches = (
-            batch.inputs
-            for batch in length_sorted_batches(
-                sample, rows.sensitivity_batch_size, rows.pad_token_id, rows.input_names
+        with tempfile.TemporaryDirectory(dir=self.folder, prefix="rank-") as folder:
+            full = self.quantized_with([], Path(folder))
+            batches = (
+                batch.inputs
+                for batch in length_sorted_batches(
+                    rows.encoded[:samples], rows.sensitivity_batch_size, rows.pad_token_id, rows.input_names
+                )
             )
-        )
-        ranking = rank_nodes(candidates, activation_sqnr(full, batches, self.sessions.intra_op_threads))
+            ranking = rank_nodes(candidates, activation_sqnr(full, batches, self.sessions.intra_op_threads))
         worst = [r for r in ranking if r.rank is not None and r.rank <= 5]
         log.info(
             "Exclusion search: %d candidate nodes, %d quantized when none is kept; worst SQNR: %s",
@@ -356,33 +574,68 @@ def find_exclusions(
     scratch: Path,
     seed: int,
     task: Task,
+    probe: SpeedProbe | None = None,
 ) -> ExclusionSearchResult:
-    """Rank the candidate nodes, search, and report every step; ``scratch`` holds temporary models."""
+    """Rank, time groups, search, confirm, and report every step; ``scratch`` holds temporary models.
+
+    ``probe`` times candidates (objective=speed); without it the search counts nodes.
+    """
     import tempfile
 
-    metric = task.metric_from_counts  # the budget's metric (Task.BUDGET_METRIC) from summed counts
     started = time.perf_counter()
     candidates = candidate_nodes(model_path, request.operators)
     names = {name for name, _, _ in candidates}
-    models = _Candidates(model_path, request, ranges, model_config, rows, sessions, task)
-    reference = models.counts(model_path)
-    fp32_f1 = float(metric(reference.sum(axis=0)))
+    starting = [n for n in start_nodes if n in names]
+    search_rows, confirm_rows = rows.split(settings.confirm_fraction)
     with tempfile.TemporaryDirectory(dir=scratch, prefix=".exclusion-search-") as tmp:
-        ranking = models.rank(candidates, settings.sensitivity_samples, Path(tmp))
+        models = CandidateModels(model_path, request, ranges, model_config, sessions, task, Path(tmp))
+        fp32_f1, score = models.scorer(search_rows, settings.confidence, seed)
+        ranking = models.rank(candidates, search_rows, settings.sensitivity_samples)
         sensitivity_seconds = round(time.perf_counter() - started, 3)
+        speed = settings.objective is SearchObjective.speed and probe is not None
+        groups = models.time_groups(probe, ranking, starting) if speed and probe else []
+        group_seconds = round(time.perf_counter() - started - sensitivity_seconds, 3)
+        outcome = search(
+            ranking,
+            starting,
+            settings.strategy,
+            SearchBudget(settings.max_f1_drop, settings.max_evaluations, settings.max_minutes),
+            fp32_f1,
+            score,
+            started,
+            settings.objective,
+            models.timer(probe) if speed and probe else None,
+            fixed=free_nodes(groups),
+            rows=len(search_rows.encoded),
+        )
+        chosen, confirmations = _confirm(models, outcome, confirm_rows, settings, seed)
+    result = _record(settings, starting, rows, search_rows, confirm_rows, ranking, outcome, fp32_f1)
+    result.chosen, result.chosen_f1, result.chosen_step = chosen.nodes, chosen.f1, chosen.step
+    result.meets_budget = confirmations[-1].meets_budget if confirmations else chosen.meets_budget
+    result.confirmations = confirmations
+    if speed and probe:
+        result.objective = settings.objective.value
+        result.timing_shape, result.speed_seconds = probe.shape, probe.seconds
+        result.groups, result.group_seconds = groups, group_seconds
+    result.sensitivity_seconds = sensitivity_seconds
+    result.seconds = round(time.perf_counter() - started, 3)
+    _announce(result)
+    return result
 
-        def score(nodes: list[str]) -> Scored:
-            with tempfile.TemporaryDirectory(dir=tmp, prefix="step-") as folder:
-                candidate = models.counts(models.quantized_with(nodes, Path(folder)))
-            return Scored(
-                f1=float(metric(candidate.sum(axis=0))),
-                drop_bound=drop_bound(reference, candidate, settings.confidence, seed, metric=metric),
-            )
 
-        budget = SearchBudget(settings.max_f1_drop, settings.max_evaluations, settings.max_minutes)
-        starting = [n for n in start_nodes if n in names]
-        outcome = search(ranking, starting, settings.strategy, budget, fp32_f1, score, started)
-    result = ExclusionSearchResult(
+def _record(
+    settings: ExclusionConfig,
+    starting: list[str],
+    rows: HeldOutRows,
+    search_rows: HeldOutRows,
+    confirm_rows: HeldOutRows | None,
+    ranking: list[NodeSensitivity],
+    outcome: SearchOutcome,
+    fp32_f1: float,
+) -> ExclusionSearchResult:
+    """The search's record with the objective's pick; the caller fills in confirmation, speed and times."""
+    best = outcome.best
+    return ExclusionSearchResult(
         strategy=settings.strategy.value,
         max_f1_drop=settings.max_f1_drop,
         confidence=settings.confidence,
@@ -390,29 +643,54 @@ def find_exclusions(
         start_nodes=sorted(starting),
         holdout_samples=len(rows.data),
         holdout_fingerprint=rows.data.fingerprint,
-        sensitivity_samples=len(rows.encoded[: settings.sensitivity_samples]),
+        sensitivity_samples=len(search_rows.encoded[: settings.sensitivity_samples]),
         fp32_f1=round(fp32_f1, 6),
         ranking=ranking,
         steps=outcome.steps,
-        chosen=outcome.chosen,
-        chosen_f1=outcome.chosen_f1,
-        meets_budget=outcome.meets_budget,
+        chosen=best.nodes,
+        chosen_f1=best.f1,
+        meets_budget=best.meets_budget,
         stopped_by=outcome.stopped_by,
         evaluations=len(outcome.steps),
-        seconds=round(time.perf_counter() - started, 3),
-        sensitivity_seconds=sensitivity_seconds,
+        seconds=0.0,
+        sensitivity_seconds=0.0,
+        objective=SearchObjective.fewest_fp32.value,
+        search_rows=len(search_rows.encoded),
+        confirm_rows=len(confirm_rows.encoded) if confirm_rows else 0,
+        chosen_step=best.step,
+        resolution=outcome.resolution,
     )
-    _announce(result)
-    return result
+
+
+def _confirm(
+    models: CandidateModels,
+    outcome: SearchOutcome,
+    rows: HeldOutRows | None,
+    settings: ExclusionConfig,
+    seed: int,
+) -> tuple[SearchStep, list[Confirmation]]:
+    """The chosen step: the best the search found, confirmed on rows it never scored on when there are any."""
+    if rows is None:
+        return outcome.choices[0], []
+    confidence = None if settings.confidence is None else 1 - (1 - settings.confidence) / MAX_CONFIRMATIONS
+    fp32_f1, score = models.scorer(rows, confidence, seed)
+    return confirm(outcome.choices, score, fp32_f1, settings.max_f1_drop, confidence)
 
 
 def _announce(result: ExclusionSearchResult) -> None:
+    speed = result.chosen_speedup
     (log.info if result.meets_budget else log.warning)(
-        "Exclusion search chose %d nodes to keep in fp32 (held-out F1 %.4f vs fp32 %.4f; %s) in %d steps, %.0f s.",
+        "Exclusion search (objective %s) chose %d nodes to keep in fp32 (held-out F1 %.4f vs fp32 %.4f; %s%s)%s "
+        "in %d steps, %.0f s.",
+        result.objective,
         len(result.chosen),
         result.chosen_f1,
         result.fp32_f1,
         "within the budget" if result.meets_budget else f"NOT within the budget of {result.max_f1_drop}",
+        ", confirmed on rows the search never scored on"
+        if result.meets_budget and result.confirmations
+        else "",
+        f", {speed:.2f}x fp32" if speed is not None else "",
         result.evaluations,
         result.seconds,
     )

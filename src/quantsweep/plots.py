@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
     from quantsweep.results import ExclusionSearchResult, ShapeTiming
     from quantsweep.sweep import JobRecord, Sweep
 
@@ -191,17 +194,45 @@ def _short_node(name: str) -> str:
     return "/".join(name.strip("/").split("/")[-4:])
 
 
-def plot_sensitivity(search: ExclusionSearchResult, path: Path) -> None:
-    """exclusion=auto at a glance: each candidate's SQNR in graph order, and F1 at each search step."""
+def sensitivity_figure(search: ExclusionSearchResult) -> Figure:
+    """exclusion=auto at a glance: each candidate's SQNR in graph order, F1 at each search step and,
+    when the steps were timed (objective=speed), each step's speed-up against its F1 drop."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if not any(step.speedup is not None for step in search.steps):
+        fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [2.2, 1]})
+        _sensitivity_panel(left, search)
+        _steps_panel(right, search)
+        fig.tight_layout()
+        return fig
+    # three panels: the ranking keeps the whole width (it has a bar per candidate), the steps
+    # and their speed share the row below
+    fig = plt.figure(figsize=(14, 10))
+    grid = fig.add_gridspec(2, 2, height_ratios=[1, 1.15])
+    _sensitivity_panel(fig.add_subplot(grid[0, :]), search)
+    _steps_panel(fig.add_subplot(grid[1, 0]), search)
+    _speed_panel(fig.add_subplot(grid[1, 1]), search)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sensitivity(search: ExclusionSearchResult, path: Path) -> None:
+    """Draw :func:`sensitivity_figure` into ``path`` (a PNG)."""
+    import matplotlib.pyplot as plt
+
+    fig = sensitivity_figure(search)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _sensitivity_panel(left: Axes, search: ExclusionSearchResult) -> None:
+    """Each candidate's SQNR in graph order, the kept nodes and the starting set marked."""
     ranking = search.ranking
     chosen = set(search.chosen)
     start = set(search.start_nodes)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [2.2, 1]})
     xs = list(range(len(ranking)))
     heights = [r.sqnr_db if r.sqnr_db is not None else 0.0 for r in ranking]
     left.bar(
@@ -223,6 +254,9 @@ def plot_sensitivity(search: ExclusionSearchResult, path: Path) -> None:
     left.set_title("Sensitivity: lower is more damage (gray: untouched by the quantizer)", fontsize=9)
     left.legend(fontsize=7, loc="upper right")
 
+
+def _steps_panel(right: Axes, search: ExclusionSearchResult) -> None:
+    """Held-out F1 at each search step, against fp32's and the budget's."""
     steps = search.steps
     budget = search.fp32_f1 - search.max_f1_drop
     # collapsed sets would squeeze the interesting range near fp32 into a line: clip them
@@ -255,6 +289,58 @@ def plot_sensitivity(search: ExclusionSearchResult, path: Path) -> None:
         f"Search steps: green within the budget\n(judged by the {judged}), orange outside", fontsize=9
     )
     right.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+
+
+def speed_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the (F1 drop, speed-up) points no other beats: lower-or-equal drop and
+    higher-or-equal speed-up, strictly better in one."""
+    return pareto_front([(-drop, speedup) for drop, speedup in points])
+
+
+def drop_limit(budget: float) -> float:
+    """The right edge of the speed panel's F1-drop axis: collapsed sets beyond it are clipped."""
+    return max(6 * budget, 0.03)
+
+
+def _speed_panel(ax: Axes, search: ExclusionSearchResult) -> None:
+    """Each timed step's speed-up over fp32 against its measured held-out F1 drop."""
+    timed = [s for s in search.steps if s.speedup is not None]
+    limit = drop_limit(search.max_f1_drop)
+    xs = [min(s.f1_drop, limit) for s in timed]
+    ys = [float(s.speedup or 0.0) for s in timed]
+    for step, x, y in zip(timed, xs, ys, strict=True):
+        color = "tab:green" if step.meets_budget else "tab:orange"
+        clipped = step.f1_drop > limit
+        if step.speedup_min is not None and step.speedup_max is not None:
+            spread = [[max(y - step.speedup_min, 0.0)], [max(step.speedup_max - y, 0.0)]]
+            ax.errorbar(x, y, yerr=spread, fmt="none", ecolor=color, alpha=0.6, capsize=2, clip_on=False)
+        ax.scatter(x, y, marker=">" if clipped else "o", color=color, zorder=3, s=22, clip_on=False)
+        label = f"{step.step} ({step.f1_drop:+.2f})" if clipped else str(step.step)
+        ax.annotate(label, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    front = sorted(speed_front([(s.f1_drop, float(s.speedup or 0.0)) for s in timed]), key=lambda i: xs[i])
+    ax.plot(
+        [xs[i] for i in front], [ys[i] for i in front], color="tab:blue", linewidth=1, label="Pareto front"
+    )
+    chosen = next((i for i, s in enumerate(timed) if s.step == search.chosen_step), None)
+    if chosen is not None:
+        ax.scatter(
+            xs[chosen],
+            ys[chosen],
+            marker="*",
+            s=180,
+            color="tab:red",
+            zorder=4,
+            clip_on=False,
+            label=f"chosen (step {timed[chosen].step}, {ys[chosen]:.2f}x)",
+        )
+    ax.axhline(1.0, color="gray", linestyle=":", label="fp32 speed")
+    ax.axvline(search.max_f1_drop, color="tab:red", linestyle="--", label=f"budget ({search.max_f1_drop})")
+    low = min([0.0, *xs])
+    margin = 0.04 * (limit - low)
+    ax.set_xlim(low - margin, limit + margin)
+    ax.set_xlabel(f"held-out F1 drop, measured (▶: beyond {limit:g}, value in brackets)")
+    ax.set_ylabel("speed-up over fp32 (bars: lowest-highest window)")
+    ax.set_title(
+        "Speed against F1 drop per step (labels: step)\ngreen within the budget, orange outside", fontsize=9
+    )
+    ax.legend(fontsize=7, loc="best")

@@ -20,7 +20,7 @@ from quantsweep.tasks import DEFAULT_TASK, token_classification
 
 # 5: `original`/`quantized` hold the scores of the job's task (config.task); files of
 # schema <= 4 are token classification's, the one task there was, and read unchanged
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 RESULTS_FILE = "results.json"
 # written instead of results.json when a job fails: "<ExceptionType>: <message>"
 ERROR_FILE = "error.txt"
@@ -303,6 +303,67 @@ class SearchStep:
     seconds: float
     # the nodes this step added to or removed from the set it was compared with
     changed: list[str] = field(default_factory=list)
+    # objective=speed: fp32 mean latency / this set's, timed against fp32 in alternating
+    # windows at the search's timing shape, and the lowest and highest per-window ratio
+    speedup: float | None = None
+    speedup_min: float | None = None
+    speedup_max: float | None = None
+
+
+@dataclass
+class NodeGroup:
+    """Candidate nodes of one kind (an op type, or one name pattern across layers) and their speed.
+
+    Timed as: the model with the search's starting set kept in fp32 against the same model
+    with this group kept in fp32 too, in alternating windows. ``speedup`` > 1: quantizing
+    the group made the model slower.
+    """
+
+    name: str
+    # "op_type" or "pattern"
+    kind: str
+    nodes: list[str]
+    speedup: float
+    speedup_min: float
+    speedup_max: float
+    # "slower" (quantized: every window ran faster with the group in fp32), "faster", or
+    # "unclear" (the windows straddle 1)
+    verdict: str = "unclear"
+    # its nodes start kept in fp32 and are never given back: a pattern that is slower, or
+    # unclear while its op type is slower; an op type that is slower, for its nodes in no pattern
+    kept: bool = False
+
+
+@dataclass
+class Confirmation:
+    """A chosen set scored on held-out rows the search never scored on."""
+
+    step: int
+    nodes_kept: int
+    f1: float
+    fp32_f1: float
+    f1_drop: float
+    # the drop at ``confidence``: the search's, corrected for the number of sets confirmed
+    f1_drop_bound: float
+    confidence: float | None
+    meets_budget: bool
+
+
+@dataclass
+class RowsResolution:
+    """Whether the held-out rows can tell a drop of the budget's size from noise.
+
+    ``margin`` is what the paired bootstrap adds to a measured drop (the bound minus the
+    drop) on the first evaluated set whose drop is within twice the budget either way;
+    when it exceeds the budget, no set that loses anything can meet it. ``rows_needed``
+    would bring it to half the budget (it shrinks as one over the square root of the rows).
+    """
+
+    step: int
+    rows: int
+    margin: float
+    resolved: bool
+    rows_needed: int
 
 
 @dataclass
@@ -331,13 +392,39 @@ class ExclusionSearchResult:
     evaluations: int
     seconds: float
     sensitivity_seconds: float
+    # what the search minimised: "speed" or "fewest_fp32" (searches before schema 6: the latter)
+    objective: str = "fewest_fp32"
+    # the held-out rows the steps were scored on, and the ones kept back to confirm the
+    # chosen set (holdout_samples = both); None: every held-out row was a search row
+    search_rows: int | None = None
+    confirm_rows: int = 0
+    # the step whose set was chosen
+    chosen_step: int | None = None
+    # objective=speed: [batch, length] the candidates were timed at, seconds per model and
+    # candidate, the groups timed before the search, and how long that took
+    timing_shape: list[int] | None = None
+    speed_seconds: float | None = None
+    groups: list[NodeGroup] = field(default_factory=list)
+    group_seconds: float = 0.0
+    # the chosen set (and fallbacks) scored on the confirmation rows, in the order tried
+    confirmations: list[Confirmation] = field(default_factory=list)
+    resolution: RowsResolution | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExclusionSearchResult:
         values = dict(data)
         values["ranking"] = [NodeSensitivity(**r) for r in data["ranking"]]
         values["steps"] = [SearchStep(**s) for s in data["steps"]]
+        values["groups"] = [NodeGroup(**g) for g in data.get("groups", [])]
+        values["confirmations"] = [Confirmation(**c) for c in data.get("confirmations", [])]
+        resolution = data.get("resolution")
+        values["resolution"] = RowsResolution(**resolution) if resolution else None
         return cls(**values)
+
+    @property
+    def chosen_speedup(self) -> float | None:
+        step = self.steps[self.chosen_step] if self.chosen_step is not None else None
+        return step.speedup if step else None
 
 
 @dataclass

@@ -37,7 +37,9 @@ from quantsweep.results import (
     EXCLUSION_FILE,
     RESULTS_FILE,
     SENSITIVITY_PLOT,
+    ExclusionSearchResult,
     JobResults,
+    SearchStep,
     atomic_write_text,
     window_spread,
 )
@@ -327,21 +329,45 @@ def metrics_of(results: JobResults) -> dict[str, float]:
         metrics[f"{prefix}/speedup_window_min"] = low
         metrics[f"{prefix}/speedup_window_median"] = median
         metrics[f"{prefix}/speedup_window_max"] = high
-    found = results.exclusion_search
-    if found:
-        metrics["search/evaluations"] = found.evaluations
-        metrics["search/seconds"] = found.seconds
-        metrics["search/nodes_kept"] = len(found.chosen)
-        metrics["search/holdout_f1_fp32"] = found.fp32_f1
-        metrics["search/holdout_f1_chosen"] = found.chosen_f1
-        metrics["search/holdout_f1_drop"] = found.fp32_f1 - found.chosen_f1
-        metrics["search/meets_budget"] = 1.0 if found.meets_budget else 0.0
+    if results.exclusion_search:
+        metrics.update(search_metrics(results.exclusion_search))
     graph = results.graph
     metrics["graph/nodes_quantized"] = graph.nodes_quantized
     metrics["graph/nodes_excluded"] = len(graph.nodes_excluded)
     metrics["graph/original_size_mb"] = graph.original_size_mb
     metrics["graph/quantized_size_mb"] = graph.quantized_size_mb
     return {k: float(v) for k, v in metrics.items()}
+
+
+def search_metrics(found: ExclusionSearchResult) -> dict[str, float]:
+    """exclusion=auto's outcome: search/<name>."""
+    metrics = {
+        "search/evaluations": float(found.evaluations),
+        "search/seconds": found.seconds,
+        "search/nodes_kept": float(len(found.chosen)),
+        "search/holdout_f1_fp32": found.fp32_f1,
+        "search/holdout_f1_chosen": found.chosen_f1,
+        "search/holdout_f1_drop": found.fp32_f1 - found.chosen_f1,
+        "search/meets_budget": 1.0 if found.meets_budget else 0.0,
+        "search/objective_speed": 1.0 if found.objective == "speed" else 0.0,
+    }
+    if found.chosen_speedup is not None:
+        metrics["search/chosen_speedup"] = found.chosen_speedup
+    if found.confirmations:
+        # the first set that held on the confirmation rows is the one chosen
+        metrics["search/confirmed"] = 1.0 if any(c.meets_budget for c in found.confirmations) else 0.0
+    if found.search_rows is not None:  # searches before the split scored every held-out row
+        metrics["search/search_rows"] = float(found.search_rows)
+        metrics["search/confirm_rows"] = float(found.confirm_rows)
+    return metrics
+
+
+def step_metrics(step: SearchStep) -> dict[str, float]:
+    """One search step's point on MLflow's charts of the search's course (logged at ``step.step``)."""
+    metrics = {"search/step_f1": step.f1, "search/step_nodes_kept": float(len(step.nodes))}
+    if step.speedup is not None:
+        metrics["search/step_speedup"] = step.speedup
+    return metrics
 
 
 def _run_key(job_dir: Path) -> str:
@@ -654,10 +680,7 @@ def _log_job(job_dir: Path, settings: MlflowConfig, sweep_dir: Path | None) -> s
         mlflow.log_metrics(metrics_of(results))
         for step in results.exclusion_search.steps if results.exclusion_search else []:
             # one point per search step: MLflow's charts draw the search's course
-            mlflow.log_metrics(
-                {"search/step_f1": step.f1, "search/step_nodes_kept": float(len(step.nodes))},
-                step=step.step,
-            )
+            mlflow.log_metrics(step_metrics(step), step=step.step)
         inputs = dataset_inputs(raw)
         if inputs:
             datasets, contexts, input_tags = zip(*inputs, strict=True)

@@ -1,8 +1,9 @@
 """Stage ``search``: ``exclusion=auto``'s search for the nodes to keep in fp32, cached.
 
-Scores candidate sets on held-out rows (never the evaluation split) and returns the plan
-with the chosen set, beside the search's record; writes ``exclusion.yaml`` (the set as a
-reusable config) and the search's plot into the job folder.
+Scores candidate sets on held-out rows (never the evaluation split), times them against
+fp32 for the speed objective, and returns the plan with the chosen set, beside the
+search's record; writes ``exclusion.yaml`` (the set as a reusable config) and the
+search's plot into the job folder.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from quantsweep.stages.plan import Plan
 
 if TYPE_CHECKING:
     from quantsweep.exclusion_search import HeldOutRows
+    from quantsweep.exclusion_speed import SpeedProbe
     from quantsweep.export import ExportedModel
+    from quantsweep.sessions import SessionSettings
 
 NAME = "search"
 CACHE_KIND = "exclusion_search"
@@ -34,9 +37,11 @@ CODE = (
     "quantsweep.data",
     "quantsweep.evaluate",
     "quantsweep.exclusion_search",
+    "quantsweep.exclusion_speed",
     "quantsweep.quantize",
     "quantsweep.sensitivity",
     "quantsweep.sessions",
+    "quantsweep.timing",
 )
 PACKAGES = ("quantsweep", "onnxruntime")  # and the task's scoring library (Task.PACKAGES)
 _SEARCH_FILE = "search.json"
@@ -55,8 +60,12 @@ def key_parts(
     """Calibration, rows, settings, starting set and request: the same ones find the same set.
 
     A time budget (``exclusion.max_minutes``) makes the outcome depend on this machine's
-    speed, so such a search gets a key of its own and is never reused.
+    speed, so such a search gets a key of its own and is never reused. The speed objective
+    times candidates on this machine: its key names the CPU, its flags and the threads, so
+    that a shared cache never hands one machine's choice to another.
     """
+    from quantsweep.config import SearchObjective
+    from quantsweep.environment import cpu_flags, cpu_model
     from quantsweep.exclusion_search import SEARCH_FORMAT
 
     parts: dict[str, Any] = {
@@ -71,9 +80,21 @@ def key_parts(
         "request": {k: v for k, v in asdict(plan.request).items() if k != "nodes_to_exclude"},
         "batch_size": batch_size,
     }
+    if cfg.exclusion.objective is SearchObjective.speed:
+        parts["machine"] = {
+            "cpu": cpu_model(),
+            "flags": sorted(cpu_flags()),
+            "threads": cfg.benchmark.threads,
+            "timing_shape": timing_shape(cfg),
+        }
     if cfg.exclusion.max_minutes is not None:
         parts["not_reusable"] = time.time_ns()
     return parts
+
+
+def timing_shape(cfg: RunConfig) -> list[int]:
+    """[batch, length] the speed objective times at: the configured one, or batch 1 at the longest length."""
+    return list(cfg.exclusion.timing_shape or [1, max(cfg.benchmark.input_lengths)])
 
 
 def run(
@@ -108,6 +129,8 @@ def _search(
         sensitivity_batch_size=cfg.calibration.batch_size,
     )
 
+    settings = SessionSettings.for_threads(cfg.benchmark.threads)
+
     def build(folder: Path) -> None:
         found = find_exclusions(
             cfg.exclusion,
@@ -117,10 +140,11 @@ def _search(
             calibration.ranges,
             inputs.model_config,
             rows,
-            SessionSettings.for_threads(cfg.benchmark.threads),
+            settings,
             job.job_dir,
             cfg.seed,
             job.task,
+            _probe(cfg, inputs, rows.input_names, settings),
         )
         atomic_write_text(folder / _SEARCH_FILE, json.dumps(asdict(found), indent=1) + "\n")
 
@@ -136,6 +160,18 @@ def _search(
         return ExclusionSearchResult.from_dict(
             json.loads((folder / _SEARCH_FILE).read_text(encoding="utf-8"))
         )
+
+
+def _probe(cfg: RunConfig, inputs: Inputs, input_names: list[str], settings: SessionSettings) -> SpeedProbe:
+    """Times candidates as the time stage will: the job's session settings and synthetic rows."""
+    from quantsweep.exclusion_speed import SpeedProbe
+    from quantsweep.timing import synthetic_inputs
+
+    batch, length = timing_shape(cfg)
+    rows = synthetic_inputs(
+        input_names, batch, length, len(inputs.tokenizer), list(inputs.tokenizer.all_special_ids), cfg.seed
+    )
+    return SpeedProbe(rows, cfg.exclusion.speed_seconds, settings)
 
 
 def write_exclusion_file(job_dir: Path, found: ExclusionSearchResult) -> Path:
