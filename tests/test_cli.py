@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from quantsweep.results import SCHEMA_VERSION
 from quantsweep.testing import run_module
 
 FAST = [
@@ -53,7 +54,7 @@ def test_single_run_writes_a_complete_job_directory(tmp_path, distilbert_dir, co
         assert (job / name).is_file(), name
     assert not list(job.glob("*.tmp")) and not list(job.glob(".results.json.*"))
     results = json.loads((job / "results.json").read_text())
-    assert results["schema_version"] == 5  # 5: scores follow config.task
+    assert results["schema_version"] == SCHEMA_VERSION  # 5 and later: scores follow config.task
     assert results["choices"] == {
         "quantization": "static",
         "operators": "add_matmul",

@@ -265,7 +265,7 @@ def test_rows_too_few_for_the_budget_are_reported_with_the_rows_that_would_resol
     assert (resolution.step, resolution.rows, resolution.margin) == (0, 300, pytest.approx(0.02))
     # the margin shrinks as 1/sqrt(rows): to half the budget (0.005) takes 16x the rows
     assert resolution.rows_needed == 4800
-    assert "300 held-out rows are too few to resolve a budget of 0.0100" in caplog.text
+    assert "300 search rows are too few to resolve a budget of 0.0100" in caplog.text
     # enough rows: resolved, no warning
     fine = search(
         _ranking(list("afbcde")),
@@ -487,6 +487,11 @@ def test_the_search_finds_the_planted_node_and_the_job_and_report_show_it(plante
         results["dataset"]["calibration_fingerprint"],
     )
     assert results["original"]["f1"] - results["quantized"]["f1"] < 0.1
+    # the drop on the evaluation split, bounded at the search's confidence like the search's own
+    reported = results["eval_drop"]
+    assert reported["rows"] == results["dataset"]["eval_samples"] and reported["confidence"] == 0.95
+    assert reported["drop"] == pytest.approx(results["original"]["f1"] - results["quantized"]["f1"], abs=1e-6)
+    assert reported["bound"] >= reported["drop"]
     saved = (job / "exclusion.yaml").read_text()
     assert f'- "{node}"' in saved and "exclusion=nodes" in saved
     assert (job / "sensitivity.png").stat().st_size > 10_000
@@ -518,6 +523,8 @@ def test_the_search_finds_the_planted_node_and_the_job_and_report_show_it(plante
     metrics = client.get_run(run_id).data.metrics
     assert metrics["search/nodes_kept"] == len(chosen) and metrics["search/meets_budget"] == 1.0
     assert metrics["search/evaluations"] == len(found["steps"])
+    assert metrics["search/eval_drop_bound"] == pytest.approx(reported["bound"])
+    assert metrics["search/objective_speed"] == 1.0 and metrics["search/confirm_rows"] == 40
     history = client.get_metric_history(run_id, "search/step_f1")
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [
         (s["step"], s["f1"]) for s in found["steps"]

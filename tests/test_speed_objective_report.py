@@ -14,6 +14,7 @@ from quantsweep.report import _search_section
 from quantsweep.results import (
     Confirmation,
     Environment,
+    EvaluationDrop,
     EvaluationResult,
     ExclusionSearchResult,
     ExportFacts,
@@ -110,7 +111,9 @@ def speed_search() -> ExclusionSearchResult:
             Confirmation(3, 8, 0.894, 0.9, 0.006, 0.009, 0.983, meets_budget=False),
             Confirmation(1, 10, 0.899, 0.9, 0.001, 0.004, 0.983, meets_budget=True),
         ],
-        resolution=RowsResolution(step=2, rows=120, margin=0.006, resolved=False, rows_needed=1729),
+        resolution=RowsResolution(
+            step=2, rows=120, margin=0.006, resolved=False, rows_needed=1729, holdout_samples_needed=2882
+        ),
     )
 
 
@@ -199,6 +202,12 @@ def job_results(
         wall_seconds=60.0,
         dataset={"eval_split": "validation", "eval_samples": 300},
         exclusion_search=search,
+        # the speed job's evaluation split: its drop, bounded as the search bounds its rows
+        eval_drop=(
+            EvaluationDrop("f1", 300, round(0.91 - f1, 6), 0.0071, 0.95, False)
+            if search and search.objective == "speed"
+            else None
+        ),
     )
 
 
@@ -298,7 +307,7 @@ def test_card_says_the_objective_and_the_rows_that_chose_confirmed_and_report(sw
     assert tables(mine)["rows | count | F1 drop | bound"] == [
         ["chose the set (search rows)", "120", "+0.0010", "+0.0030 (confidence 0.95)"],
         ["confirmed it", "80", "+0.0010", "+0.0040 (confidence 0.983)"],
-        ["reports it (evaluation split)", "300", "+0.0040", "not computed"],
+        ["reports it (evaluation split)", "300", "+0.0040", "+0.0071 (confidence 0.95) **over the budget**"],
     ]
     tried = tables(mine)["step | kept in fp32 | fp32 F1 | F1 | drop | bound | confidence | confirmed"]
     assert [[row[0], row[-1]] for row in tried] == [["3", "**no**"], ["1", "yes"]]
@@ -314,9 +323,9 @@ def test_card_says_the_objective_and_the_rows_that_chose_confirmed_and_report(sw
 def test_card_warns_when_the_held_out_rows_cannot_resolve_the_budget(sweep: Sweep) -> None:
     mine = subsection(sweep, "static-add_matmul-auto")
     first = mine.strip().split("\n\n")[0]
-    assert first.startswith("**120 held-out rows cannot resolve a budget of 0.005: the bootstrap adds 0.0060")
+    assert first.startswith("**120 search rows cannot resolve a budget of 0.005: the bootstrap adds 0.0060")
     # 1729 search rows at the search's share (120 of 200 held-out rows)
-    assert "about 1729 rows would, i.e. `exclusion.holdout_samples` of about 2882" in first
+    assert "about 1729 search rows would, i.e. `exclusion.holdout_samples` of about 2882" in first
     assert first.endswith("**")
     assert "cannot resolve" not in subsection(sweep, "static-add_matmul-auto-fewest")
 

@@ -18,6 +18,7 @@ import quantsweep.testing as tiny
 from quantsweep.config import DatasetConfig
 from quantsweep.data import DataError
 from quantsweep.evaluate import LabelMismatchError
+from quantsweep.results import SCHEMA_VERSION
 from quantsweep.tasks import text_classification as task
 from quantsweep.testing import run_module
 
@@ -243,7 +244,7 @@ def test_a_sweep_writes_card_csv_mlflow_runs_and_reproduces(tmp_path, classifier
     assert len(jobs) == 4
     results = {job.name: json.loads((job / "results.json").read_text()) for job in jobs}
     for found in results.values():
-        assert found["schema_version"] == 5 and found["config"]["task"] == "text-classification"
+        assert found["schema_version"] == SCHEMA_VERSION and found["config"]["task"] == "text-classification"
         assert found["original"]["accuracy"] == 1.0 and found["original"]["f1_macro"] == 1.0  # self-labelled
         assert set(found["original"]["per_label"]) == {"negative", "neutral", "positive"}
         assert found["dataset"]["label_names"] == ["negative", "neutral", "positive"]

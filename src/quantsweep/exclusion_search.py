@@ -80,6 +80,29 @@ ScoreSet = Callable[[list[str]], Scored]
 # quantizes with these nodes kept in fp32 and times the model against fp32
 TimeSet = Callable[[list[str]], Speed]
 
+
+def within_budget(bound: float, budget: float) -> bool:
+    """Whether a drop charged at ``bound`` meets ``budget``; rounding keeps a drop of exactly the budget from failing on float noise."""
+    return round(bound, 9) <= budget
+
+
+def resolution(step: int, rows: int, drop: float, bound: float, budget: float) -> RowsResolution:
+    """Whether ``rows`` resolve ``budget``: the bootstrap's margin on a drop near it, against the budget.
+
+    ``rows_needed`` would bring the margin to half the budget (it shrinks as one over the
+    square root of the rows), so that a set losing half the budget could meet it.
+    """
+    margin = max(bound - drop, 0.0)
+    needed = math.ceil(rows * (margin / (budget / 2)) ** 2)
+    return RowsResolution(
+        step=step,
+        rows=rows,
+        margin=round(margin, 6),
+        resolved=margin <= budget,
+        rows_needed=max(needed, rows),
+    )
+
+
 # sets tried on the confirmation rows before the search gives up: each try is one more
 # decision, so each is judged at 1 - (1 - confidence) / MAX_CONFIRMATIONS
 MAX_CONFIRMATIONS = 3
@@ -173,8 +196,7 @@ class _Steps:
         self._seen: dict[frozenset[str], SearchStep] = {}
 
     def meets(self, bound: float) -> bool:
-        # rounding keeps a drop of exactly the budget from failing on float noise
-        return round(bound, 9) <= self.budget.max_f1_drop
+        return within_budget(bound, self.budget.max_f1_drop)
 
     def _exhausted(self) -> str | None:
         if self.budget.max_evaluations is not None and len(self.steps) >= self.budget.max_evaluations:
@@ -230,33 +252,26 @@ class _Steps:
         return step
 
     def _check_resolution(self, step: SearchStep) -> None:
-        """On the first set whose drop is near the budget, whether the rows can resolve the budget at all."""
+        """Whether the rows can resolve the budget: the widest margin among drops near it (within twice, either way)."""
         budget = self.budget.max_f1_drop
-        # a drop near the budget (either sign: a quantized model may score above fp32 by chance)
-        if self.resolution is not None or self.rows < 2 or abs(step.f1_drop) > 2 * budget:
+        if self.rows < 2 or abs(step.f1_drop) > 2 * budget:
             return
-        margin = step.f1_drop_bound - step.f1_drop
-        # rows that would bring the margin to half the budget (it shrinks as 1/sqrt(rows)),
-        # so that a set losing half the budget could meet it
-        needed = math.ceil(self.rows * (margin / (budget / 2)) ** 2) if margin > 0 else self.rows
-        self.resolution = RowsResolution(
-            step=step.step,
-            rows=self.rows,
-            margin=round(margin, 6),
-            resolved=margin <= budget,
-            rows_needed=max(needed, self.rows),
-        )
-        if not self.resolution.resolved:
+        seen = resolution(step.step, self.rows, step.f1_drop, step.f1_drop_bound, budget)
+        if self.resolution is not None and seen.margin <= self.resolution.margin:
+            return
+        warned = self.resolution is not None and not self.resolution.resolved
+        self.resolution = seen
+        if not seen.resolved and not warned:
             log.warning(
-                "Exclusion search: %d held-out rows are too few to resolve a budget of %.4f: the bootstrap adds "
+                "Exclusion search: %d search rows are too few to resolve a budget of %.4f: the bootstrap adds "
                 "%.4f to a measured drop of %.4f (step %d), so only sets that lose nothing can meet it. About "
-                "%d rows would resolve it (exclusion.holdout_samples, or a larger exclusion.holdout_split).",
+                "%d search rows would resolve it (exclusion.holdout_samples, or a larger exclusion.holdout_split).",
                 self.rows,
                 budget,
-                margin,
+                seen.margin,
                 step.f1_drop,
                 step.step,
-                self.resolution.rows_needed,
+                seen.rows_needed,
             )
 
 
@@ -383,7 +398,7 @@ def confirm(
             f1_drop=round(fp32_f1 - scored.f1, 6),
             f1_drop_bound=round(scored.drop_bound, 6),
             confidence=confidence,
-            meets_budget=step.meets_budget and round(scored.drop_bound, 9) <= budget,
+            meets_budget=step.meets_budget and within_budget(scored.drop_bound, budget),
         )
         log.info(
             "Exclusion search: step %d's set on the confirmation rows: F1 %.4f against fp32 %.4f, drop charged "
@@ -453,6 +468,22 @@ class CandidateModels:
     sessions: SessionSettings
     task: Task
     folder: Path
+    # the last set quantized, kept so that scoring and timing one step quantize once
+    _latest: tuple[frozenset[str], Path] | None = None
+
+    def model_with(self, nodes: Sequence[str]) -> Path:
+        """The model quantized with ``nodes`` kept in fp32; the previous one is deleted."""
+        import shutil
+        import tempfile
+
+        key = frozenset(nodes)
+        if self._latest is not None and self._latest[0] == key:
+            return self._latest[1]
+        if self._latest is not None:
+            shutil.rmtree(self._latest[1].parent, ignore_errors=True)
+        folder = Path(tempfile.mkdtemp(dir=self.folder, prefix="set-"))
+        self._latest = (key, self.quantized_with(sorted(key), folder))
+        return self._latest[1]
 
     def counts(self, model: Path, rows: HeldOutRows) -> np.ndarray:
         """Per held-out row, the task's counts (for tokens: entities right, predicted, in the reference)."""
@@ -473,14 +504,11 @@ class CandidateModels:
 
     def scorer(self, rows: HeldOutRows, confidence: float | None, seed: int) -> tuple[float, ScoreSet]:
         """The fp32 model's F1 on ``rows``, and a function scoring a set's drop from it there."""
-        import tempfile
-
         metric = self.task.metric_from_counts  # the budget's metric (Task.BUDGET_METRIC) from summed counts
         reference = self.counts(self.model_path, rows)
 
         def score(nodes: list[str]) -> Scored:
-            with tempfile.TemporaryDirectory(dir=self.folder, prefix="step-") as folder:
-                candidate = self.counts(self.quantized_with(nodes, Path(folder)), rows)
+            candidate = self.counts(self.model_with(nodes), rows)
             return Scored(
                 f1=float(metric(candidate.sum(axis=0))),
                 drop_bound=drop_bound(reference, candidate, confidence, seed, metric=metric),
@@ -489,12 +517,11 @@ class CandidateModels:
         return float(metric(reference.sum(axis=0))), score
 
     def timer(self, probe: SpeedProbe) -> TimeSet:
-        """Times a set kept in fp32 against the fp32 model."""
-        import tempfile
+        """Times a set kept in fp32 against the fp32 model (one session of it for every step)."""
+        probe.session(self.model_path, keep=True)
 
         def speed(nodes: list[str]) -> Speed:
-            with tempfile.TemporaryDirectory(dir=self.folder, prefix="timed-") as folder:
-                return probe.compare(self.model_path, self.quantized_with(nodes, Path(folder)))
+            return probe.compare(self.model_path, self.model_with(nodes))
 
         return speed
 
@@ -613,6 +640,7 @@ def find_exclusions(
     result.chosen, result.chosen_f1, result.chosen_step = chosen.nodes, chosen.f1, chosen.step
     result.meets_budget = confirmations[-1].meets_budget if confirmations else chosen.meets_budget
     result.confirmations = confirmations
+    _scale_resolutions(result, settings.max_f1_drop)
     if speed and probe:
         result.objective = settings.objective.value
         result.timing_shape, result.speed_seconds = probe.shape, probe.seconds
@@ -660,6 +688,31 @@ def _record(
         chosen_step=best.step,
         resolution=outcome.resolution,
     )
+
+
+def _scale_resolutions(result: ExclusionSearchResult, budget: float) -> None:
+    """The confirmation rows' resolution (from the first set confirmed), and both in held-out rows to ask for."""
+    if result.confirmations:
+        first = result.confirmations[0]
+        result.confirm_resolution = resolution(
+            first.step, result.confirm_rows, first.f1_drop, first.f1_drop_bound, budget
+        )
+        if not result.confirm_resolution.resolved:
+            log.warning(
+                "Exclusion search: %d confirmation rows are too few to resolve a budget of %.4f at confidence "
+                "%s: the bootstrap adds %.4f to the measured drop; about %d confirmation rows would.",
+                result.confirm_rows,
+                budget,
+                first.confidence,
+                result.confirm_resolution.margin,
+                result.confirm_resolution.rows_needed,
+            )
+    for found, rows in (
+        (result.resolution, result.search_rows),
+        (result.confirm_resolution, result.confirm_rows),
+    ):
+        if found is not None and rows:
+            found.holdout_samples_needed = math.ceil(found.rows_needed * result.holdout_samples / rows)
 
 
 def _confirm(

@@ -96,18 +96,29 @@ def summary_table(results: JobResults) -> str:
     found = results.exclusion_search
     if found is not None:
         verdict = "within" if found.meets_budget else "NOT within"
-        confirmed = " (confirmed on rows the search never scored on)" if found.confirmations else ""
+        confirmed = (
+            " (confirmed on rows the search never scored on)"
+            if found.confirmations and found.meets_budget
+            else ""
+        )
         speed = f", {found.chosen_speedup:.2f}x fp32 while searching" if found.chosen_speedup else ""
         lines.append(
             f"  exclusion=auto ({found.objective}) kept {len(found.chosen)} nodes in fp32: held-out F1 "
             f"{found.chosen_f1:.4f} vs fp32 {found.fp32_f1:.4f}, {verdict} the budget of {found.max_f1_drop}"
             f"{confirmed}{speed} ({found.evaluations} steps, {found.seconds:.0f} s; list in {EXCLUSION_FILE})"
         )
-        if found.resolution and not found.resolution.resolved:
+        if results.eval_drop is not None:
+            drop = results.eval_drop
             lines.append(
-                f"  NOTE: {found.resolution.rows} held-out rows cannot resolve a budget of {found.max_f1_drop}; "
-                f"about {found.resolution.rows_needed} would (exclusion.holdout_samples)"
+                f"  evaluation split ({drop.rows} rows): {drop.metric} drop {drop.drop:+.4f}, bound {drop.bound:+.4f} "
+                f"at confidence {drop.confidence}: {'within' if drop.meets_budget else 'NOT within'} the budget"
             )
+        for what, res in (("search", found.resolution), ("confirmation", found.confirm_resolution)):
+            if res and not res.resolved:
+                lines.append(
+                    f"  NOTE: {res.rows} {what} rows cannot resolve a budget of {found.max_f1_drop}; about "
+                    f"{res.rows_needed} would (exclusion.holdout_samples={res.holdout_samples_needed})"
+                )
     if results.original.num_truncated:
         lines.append(f"  NOTE: {results.original.truncation_note(results.dataset.get('eval_max_length'))}")
     names = get(results.task).METRICS

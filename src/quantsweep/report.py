@@ -11,7 +11,6 @@ import argparse
 import csv
 import io
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -360,10 +359,17 @@ def _search_job(sweep: Sweep, job: JobRecord, found: ExclusionSearchResult) -> l
     out = [f"### `{job.name}`", ""]
     out += _resolution_warning(found)
     out += [_objective_sentence(found), ""]
-    if not found.meets_budget:
+    if not any(step.meets_budget for step in found.steps):
         out += [
             f"**The search ended ({found.stopped_by}) without a set within the budget**; the job used "
             "the best set it had evaluated. Raise `exclusion.max_evaluations` or `exclusion.max_minutes`.",
+            "",
+        ]
+    elif not found.meets_budget:
+        out += [
+            "**Sets met the budget on the search rows, but none held on the confirmation rows**; the job used "
+            "the one with the smallest bound there. More held-out rows (`exclusion.holdout_samples`) resolve "
+            "smaller drops.",
             "",
         ]
     chosen = ", ".join(f"`{n}`" for n in found.chosen) or "none"
@@ -410,21 +416,24 @@ def _timing_shape(found: ExclusionSearchResult) -> str:
 
 
 def _resolution_warning(found: ExclusionSearchResult) -> list[str]:
-    """A bold warning when the held-out rows are too few to tell a drop of the budget's size from noise."""
-    res = found.resolution
-    if res is None or res.resolved:
-        return []
-    holdout = ""
-    if found.search_rows and found.confirm_rows:
-        # the search scores on a share of exclusion.holdout_samples: scale it up as much
-        holdout = f", i.e. `exclusion.holdout_samples` of about {math.ceil(res.rows_needed * found.holdout_samples / found.search_rows)}"
-    return [
-        f"**{res.rows} held-out rows cannot resolve a budget of {found.max_f1_drop}: the bootstrap adds "
-        f"{res.margin:.4f} to a measured drop (step {res.step}), more than the budget, so only sets that lose "
-        f"nothing could meet it; about {res.rows_needed} rows would{holdout} (or a larger "
-        "`exclusion.holdout_split`).**",
-        "",
-    ]
+    """A bold warning per row set (search, confirmation) too small to tell a drop of the budget's size from noise."""
+    out = []
+    for what, res in (("search", found.resolution), ("confirmation", found.confirm_resolution)):
+        if res is None or res.resolved:
+            continue
+        holdout = (
+            f", i.e. `exclusion.holdout_samples` of about {res.holdout_samples_needed}"
+            if res.holdout_samples_needed
+            else ""
+        )
+        out += [
+            f"**{res.rows} {what} rows cannot resolve a budget of {found.max_f1_drop}: the bootstrap adds "
+            f"{res.margin:.4f} to a measured drop (step {res.step}), more than the budget, so only sets that lose "
+            f"nothing could meet it; about {res.rows_needed} {what} rows would{holdout} (or a larger "
+            "`exclusion.holdout_split`).**",
+            "",
+        ]
+    return out
 
 
 def _rows_table(sweep: Sweep, job: JobRecord, found: ExclusionSearchResult) -> list[str]:
@@ -455,9 +464,16 @@ def _rows_table(sweep: Sweep, job: JobRecord, found: ExclusionSearchResult) -> l
         )
     assert job.results is not None
     metric = sweep.task.BUDGET_METRIC
-    drop = getattr(job.results.original, metric) - getattr(job.results.quantized, metric)
-    count = job.results.dataset.get("eval_samples", job.results.original.num_samples)
-    rows.append(["reports it (evaluation split)", str(count), f"{drop:+.4f}", "not computed"])
+    measured = job.results.eval_drop
+    if measured is not None:
+        bound = _at(measured.bound, measured.confidence) + (
+            "" if measured.meets_budget else " **over the budget**"
+        )
+        rows.append(["reports it (evaluation split)", str(measured.rows), f"{measured.drop:+.4f}", bound])
+    else:  # a job from before schema 6
+        drop = getattr(job.results.original, metric) - getattr(job.results.quantized, metric)
+        count = job.results.dataset.get("eval_samples", job.results.original.num_samples)
+        rows.append(["reports it (evaluation split)", str(count), f"{drop:+.4f}", "not computed"])
     return [
         _table(["rows", "count", "F1 drop", "bound"], rows),
         "",

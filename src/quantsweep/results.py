@@ -19,7 +19,9 @@ from typing import Any
 from quantsweep.tasks import DEFAULT_TASK, token_classification
 
 # 5: `original`/`quantized` hold the scores of the job's task (config.task); files of
-# schema <= 4 are token classification's, the one task there was, and read unchanged
+# schema <= 4 are token classification's, the one task there was, and read unchanged.
+# 6: exclusion_search's objective, speed, groups, confirmation and resolution, and eval_drop;
+# a schema-5 search read today is a fewest_fp32 search without them
 SCHEMA_VERSION = 6
 RESULTS_FILE = "results.json"
 # written instead of results.json when a job fails: "<ExceptionType>: <message>"
@@ -364,6 +366,26 @@ class RowsResolution:
     margin: float
     resolved: bool
     rows_needed: int
+    # ``exclusion.holdout_samples`` that would give these rows ``rows_needed`` (the search
+    # rows are a share of the held-out rows, the confirmation rows the rest)
+    holdout_samples_needed: int | None = None
+
+
+@dataclass
+class EvaluationDrop:
+    """The budget metric's drop on the evaluation split, where a job reports it, with its bound.
+
+    A paired bootstrap over the evaluation rows at the search's confidence (both models
+    scored on the same resampled rows), as the search judged its own rows: the third
+    line of "which rows chose, confirmed and report the set".
+    """
+
+    metric: str
+    rows: int
+    drop: float
+    bound: float
+    confidence: float | None
+    meets_budget: bool
 
 
 @dataclass
@@ -384,7 +406,7 @@ class ExclusionSearchResult:
     ranking: list[NodeSensitivity]
     steps: list[SearchStep]
     chosen: list[str]
-    # F1 of the chosen set on the held-out rows
+    # F1 of the chosen set on the rows the search scored on (its confirmation: ``confirmations``)
     chosen_f1: float
     meets_budget: bool
     # "done", or the budget that ended the search early: "evaluations" or "minutes"
@@ -408,7 +430,9 @@ class ExclusionSearchResult:
     group_seconds: float = 0.0
     # the chosen set (and fallbacks) scored on the confirmation rows, in the order tried
     confirmations: list[Confirmation] = field(default_factory=list)
+    # whether the search rows, and the confirmation rows, can resolve the budget
     resolution: RowsResolution | None = None
+    confirm_resolution: RowsResolution | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExclusionSearchResult:
@@ -417,13 +441,13 @@ class ExclusionSearchResult:
         values["steps"] = [SearchStep(**s) for s in data["steps"]]
         values["groups"] = [NodeGroup(**g) for g in data.get("groups", [])]
         values["confirmations"] = [Confirmation(**c) for c in data.get("confirmations", [])]
-        resolution = data.get("resolution")
-        values["resolution"] = RowsResolution(**resolution) if resolution else None
+        for key in ("resolution", "confirm_resolution"):
+            values[key] = RowsResolution(**data[key]) if data.get(key) else None
         return cls(**values)
 
     @property
     def chosen_speedup(self) -> float | None:
-        step = self.steps[self.chosen_step] if self.chosen_step is not None else None
+        step = next((s for s in self.steps if s.step == self.chosen_step), None)
         return step.speedup if step else None
 
 
@@ -447,6 +471,8 @@ class JobResults:
     cache: dict[str, dict[str, Any]] = field(default_factory=dict)
     # exclusion=auto only: how the nodes kept in fp32 were chosen
     exclusion_search: ExclusionSearchResult | None = None
+    # exclusion=auto only: the budget metric's drop on the evaluation split, with its bound
+    eval_drop: EvaluationDrop | None = None
     # quantsweep-reproduce only: the job folder or MLflow run id this job reran
     reproduces: str | None = None
 
@@ -457,6 +483,7 @@ class JobResults:
 
         task = of_results(data)
         search = data.get("exclusion_search")
+        eval_drop = data.get("eval_drop")
         return cls(
             **{
                 **data,
@@ -468,6 +495,7 @@ class JobResults:
                 "quantized": task.scores_from_dict(data["quantized"]),
                 "timing": TimingResult.from_dict(data["timing"]),
                 "exclusion_search": ExclusionSearchResult.from_dict(search) if search else None,
+                "eval_drop": EvaluationDrop(**eval_drop) if eval_drop else None,
             }
         )
 

@@ -331,6 +331,9 @@ def metrics_of(results: JobResults) -> dict[str, float]:
         metrics[f"{prefix}/speedup_window_max"] = high
     if results.exclusion_search:
         metrics.update(search_metrics(results.exclusion_search))
+    if results.eval_drop is not None:
+        metrics["search/eval_drop"] = results.eval_drop.drop
+        metrics["search/eval_drop_bound"] = results.eval_drop.bound
     graph = results.graph
     metrics["graph/nodes_quantized"] = graph.nodes_quantized
     metrics["graph/nodes_excluded"] = len(graph.nodes_excluded)

@@ -63,6 +63,7 @@ def run(
         phase_seconds=job.clock.seconds,
         cache={kind: asdict(use) for kind, use in job.uses.items()},
         exclusion_search=search,
+        eval_drop=evaluations.drop,
     )
 
 

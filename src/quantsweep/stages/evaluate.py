@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quantsweep.config import RunConfig
-from quantsweep.results import TaskScores, atomic_write_text
+from quantsweep.results import EvaluationDrop, TaskScores, atomic_write_text
 from quantsweep.stages.context import JobRun
 from quantsweep.stages.export import CACHE_KIND as EXPORT
 from quantsweep.stages.load import Inputs
@@ -37,6 +37,8 @@ class Evaluations:
     original_session: Any  # onnxruntime.InferenceSession
     quantized_session: Any
     settings: Any  # quantsweep.sessions.SessionSettings, as the sessions were made
+    # exclusion=auto only: the budget metric's drop on these rows and its bootstrap bound
+    drop: EvaluationDrop | None = None
 
 
 def key_parts(
@@ -89,4 +91,35 @@ def run(
                 json.loads((folder / _EVALUATION_FILE).read_text(encoding="utf-8"))
             )
         quantized_result = score(quantized_session, "evaluate quantized")
-    return Evaluations(original, quantized_result, original_session, quantized_session, settings)
+        drop = budget_drop(job, inputs, encoded, original_session, quantized_session)
+    return Evaluations(original, quantized_result, original_session, quantized_session, settings, drop)
+
+
+def budget_drop(
+    job: JobRun, inputs: Inputs, encoded: Any, original: Any, quantized: Any
+) -> EvaluationDrop | None:
+    """exclusion=auto: the drop its budget is about, on the evaluation split, bounded as the search bounds its own.
+
+    One more pass of each model over the rows, for the per-row counts the bootstrap
+    resamples; other jobs have no budget and skip it.
+    """
+    from quantsweep.exclusion_search import drop_bound, within_budget
+
+    cfg, task, data = job.cfg, job.task, inputs.eval_data
+    if not cfg.exclusion.auto:
+        return None
+    counts = [
+        task.counts(session, data, encoded, inputs.id2label, cfg.eval_batch_size, inputs.pad_id)
+        for session in (original, quantized)
+    ]
+    metric = task.metric_from_counts
+    drop = float(metric(counts[0].sum(axis=0)) - metric(counts[1].sum(axis=0)))
+    bound = drop_bound(counts[0], counts[1], cfg.exclusion.confidence, cfg.seed, metric=metric)
+    return EvaluationDrop(
+        metric=task.BUDGET_METRIC,
+        rows=len(data),
+        drop=round(drop, 6),
+        bound=round(bound, 6),
+        confidence=cfg.exclusion.confidence,
+        meets_budget=within_budget(bound, cfg.exclusion.max_f1_drop),
+    )

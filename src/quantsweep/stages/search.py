@@ -67,6 +67,7 @@ def key_parts(
     from quantsweep.config import SearchObjective
     from quantsweep.environment import cpu_flags, cpu_model
     from quantsweep.exclusion_search import SEARCH_FORMAT
+    from quantsweep.sessions import SessionSettings
 
     parts: dict[str, Any] = {
         "calibration": calibration_key,
@@ -84,7 +85,7 @@ def key_parts(
         parts["machine"] = {
             "cpu": cpu_model(),
             "flags": sorted(cpu_flags()),
-            "threads": cfg.benchmark.threads,
+            "threads": SessionSettings.for_threads(cfg.benchmark.threads).intra_op_threads,
             "timing_shape": timing_shape(cfg),
         }
     if cfg.exclusion.max_minutes is not None:
