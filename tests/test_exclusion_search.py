@@ -157,6 +157,23 @@ def test_the_speed_objective_ranks_the_sets_within_the_budget_by_measured_speed(
     assert fewest.chosen == ["a", "f"]
     meeting = [s for s in fastest.steps if s.meets_budget]
     assert fastest.best.speedup == max(s.speedup or 0.0 for s in meeting)
+
+    # within the fastest set's window spread, a set keeping fewer nodes is not slower: it goes first
+    def wide(kept: list[str]) -> Speed:
+        speed = _timer(kept)
+        return Speed(speed.speedup, speed.speedup - 0.3, speed.speedup + 0.3)
+
+    tied = search(
+        ranking,
+        [],
+        SearchStrategy.bisect,
+        BUDGET,
+        1.0,
+        _score([]),
+        objective=SearchObjective.speed,
+        timer=wide,
+    )
+    assert tied.chosen == ["a", "f"] and [s.nodes for s in tied.choices] == [["a", "f"], ["a", "d", "f"]]
     # d is slower quantized: the set within the budget that keeps it beats the smallest, {a, f}
     assert fastest.chosen == ["a", "d", "f"]
     assert fastest.best.speedup == pytest.approx(10.0 / 7.5)

@@ -367,15 +367,25 @@ def _prune(steps: _Steps, kept: list[str], sqnr: dict[str, float | None], pinned
 def ordered_choices(steps: list[SearchStep], objective: SearchObjective) -> list[SearchStep]:
     """The steps that met the budget, best first: fastest measured, or fewest nodes kept.
 
-    Ties go to fewer nodes kept, then higher F1. When no step met it, the one step with
-    the highest F1 (marked as missing the budget).
+    Speed: a set whose windows reach the fastest set's slowest window is not measurably
+    slower, so among those the one keeping the fewest nodes in fp32 comes first (short
+    windows would otherwise pick the luckiest of near-identical sets); the rest follow by
+    speed-up. Fewest: by nodes kept, then higher F1. When no step met the budget, the one
+    step with the highest F1 (marked as missing it).
     """
     meeting = [s for s in steps if s.meets_budget]
     if not meeting:
         return [min(steps, key=lambda s: (-s.f1, len(s.nodes), s.step))]
-    if objective is SearchObjective.speed:
-        return sorted(meeting, key=lambda s: (-(s.speedup or 0.0), len(s.nodes), -s.f1, s.step))
-    return sorted(meeting, key=lambda s: (len(s.nodes), -s.f1, s.step))
+    if objective is not SearchObjective.speed:
+        return sorted(meeting, key=lambda s: (len(s.nodes), -s.f1, s.step))
+    by_speed = sorted(meeting, key=lambda s: (-(s.speedup or 0.0), len(s.nodes), -s.f1, s.step))
+    fastest = by_speed[0]
+    floor = fastest.speedup_min if fastest.speedup_min is not None else (fastest.speedup or 0.0)
+    ties = [
+        s for s in by_speed if (s.speedup_max if s.speedup_max is not None else (s.speedup or 0.0)) >= floor
+    ]
+    first = min(ties, key=lambda s: (len(s.nodes), -(s.speedup or 0.0), s.step))
+    return [first, *(s for s in by_speed if s is not first)]
 
 
 def confirm(
