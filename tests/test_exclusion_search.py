@@ -209,6 +209,13 @@ def test_layer_patterns_group_the_same_node_of_every_layer():
     ]
     assert pattern_of(nodes[3][0]) == "/bert/encoder/layer.*/output/dense/MatMul"
     assert pattern_of("/slow/Add_3") == "/slow/Add_3"  # a trailing index is not a layer
+    # roles: the op type and what feeds it (two bias Adds after their MatMuls, one residual)
+    adds = [("/l.0/q/Add", "Add"), ("/l.0/k/Add", "Add"), ("/l.0/res/Add", "Add")]
+    made_by = {"/l.0/q/Add": "MatMul", "/l.0/k/Add": "MatMul", "/l.0/res/Add": "Add+Mul"}
+    assert node_groups(adds, made_by) == [
+        ("Add", "op_type", ["/l.0/q/Add", "/l.0/k/Add", "/l.0/res/Add"]),
+        ("Add after MatMul", "role", ["/l.0/q/Add", "/l.0/k/Add"]),
+    ]
     groups = {(name, kind): members for name, kind, members in node_groups(nodes)}
     assert set(groups) == {
         ("Add", "op_type"),
@@ -236,9 +243,12 @@ def test_a_clear_pattern_decides_for_its_nodes_and_its_op_type_for_the_rest():
         ("MatMul", "faster", False),
         ("mask.*", "faster", False),
         ("res.*", "slower", True),
-        ("ln.*", "unclear", True),
+        ("ln.*", "unclear", False),  # its nodes follow Add, which is kept
         ("out.*", "unclear", False),
     ]
+    # a role between the two: every bias Add clearly pays quantized, though Adds overall do not
+    groups.insert(2, group("Add after MatMul", "role", ["res.0", "ln.0", "lone"], 0.85, 0.95))
+    assert free_nodes(groups) == ["ln.1", "res.0", "res.1"]  # res.* is a pattern: it still decides res.0
 
 
 def test_a_set_that_fails_on_fresh_rows_falls_back_to_the_next_choice():
@@ -365,6 +375,11 @@ def test_the_bootstrap_bound_charges_more_than_the_measured_drop_and_is_repeatab
         ({"confidence": 1.0}, "exclusion.confidence"),
         ({"confidence": 0.2}, "exclusion.confidence"),
         ({"nodes": ["/a/Add"]}, "exclusion.nodes"),
+        ({"confirm_fraction": 1.0}, "exclusion.confirm_fraction"),
+        ({"confirm_fraction": -0.1}, "exclusion.confirm_fraction"),
+        ({"timing_shape": [1]}, "exclusion.timing_shape"),
+        ({"timing_shape": [0, 128]}, "exclusion.timing_shape"),
+        ({"speed_seconds": 0.0}, "exclusion.speed_seconds"),
     ],
 )
 def test_bad_search_settings_are_refused_by_name(changes, key):

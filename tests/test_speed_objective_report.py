@@ -428,3 +428,53 @@ def test_when_no_set_holds_the_card_reports_the_one_chosen(tmp_path: Path) -> No
     assert confirmed == ["confirmed it", "80", "+0.0060", "+0.0055 (confidence 0.983)"]
     results = sweep.finished[0].results
     assert results is not None and metrics_of(results)["search/confirmed"] == 0.0
+
+
+SCHEMA_6_SEARCH_KEYS = (
+    "objective",
+    "search_rows",
+    "confirm_rows",
+    "chosen_step",
+    "timing_shape",
+    "speed_seconds",
+    "groups",
+    "group_seconds",
+    "confirmations",
+    "resolution",
+    "confirm_resolution",
+)
+SCHEMA_6_STEP_KEYS = ("speedup", "speedup_min", "speedup_max")
+
+
+def test_a_schema_5_search_without_the_new_keys_reads_back_and_renders_as_fewest_fp32(tmp_path: Path) -> None:
+    import json
+    from dataclasses import asdict
+
+    from quantsweep.report import build_report
+
+    record = job_results("auto", "add_matmul", 0.905, 1.1, 10, speed_search())
+    write_sweep(tmp_path / "sweep", {"static-add_matmul-auto": record})
+    results = record.to_dict()
+    results["schema_version"] = 5
+    del results["eval_drop"]
+    search = results["exclusion_search"]
+    for key in SCHEMA_6_SEARCH_KEYS:
+        del search[key]
+    for step_ in search["steps"]:
+        for key in SCHEMA_6_STEP_KEYS:
+            del step_[key]
+    job = tmp_path / "sweep" / "static-add_matmul-auto"
+    (job / "results.json").write_text(json.dumps(results))
+    read = JobResults.from_dict(json.loads((job / "results.json").read_text()))
+    assert read.exclusion_search is not None and read.eval_drop is None
+    assert read.exclusion_search.objective == "fewest_fp32" and read.exclusion_search.groups == []
+    assert read.exclusion_search.chosen_speedup is None
+    assert {
+        k: v for k, v in asdict(read.exclusion_search.steps[0]).items() if k not in SCHEMA_6_STEP_KEYS
+    } == {k: v for k, v in search["steps"][0].items()}
+    card = build_report(tmp_path / "sweep", plots=False).card.read_text()
+    assert "## Exclusion search" in card and "fewest_fp32" in card
+    assert (
+        "Confirmed on" not in card
+        and "speed-up (windows)" not in card.split("## Exclusion search")[1].split("|---")[0]
+    )

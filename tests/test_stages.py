@@ -143,6 +143,17 @@ def test_the_search_key_follows_calibration_rows_settings_and_start_and_a_time_b
         ),
     ):
         assert not same(base, changed)
+    # the speed objective times candidates on this machine: its key names the machine and
+    # the timing shape; fewest_fp32 does not time, so its key does not
+    fewest = config("quantization=static", "exclusion=auto", "exclusion.objective=fewest_fp32")
+    fewest_parts = search.key_parts(fewest, "calibration-key", plan(["/a", "/b"]), "held-out", 32, PACKAGES)
+    assert not same(base, fewest_parts) and "machine" not in fewest_parts
+    assert base["machine"]["timing_shape"] == [1, max(cfg.benchmark.input_lengths)]
+    assert base["machine"]["threads"] >= 1 and base["machine"]["cpu"]
+    shaped = config("quantization=static", "exclusion=auto", "exclusion.timing_shape=[8,128]")
+    assert search.key_parts(shaped, "calibration-key", plan(), "held-out", 32, PACKAGES)["machine"][
+        "timing_shape"
+    ] == [8, 128]
     timed = config("quantization=static", "exclusion=auto", "exclusion.max_minutes=5")
     first = search.key_parts(timed, "calibration-key", plan(), "held-out", 32, PACKAGES)
     assert not same(first, search.key_parts(timed, "calibration-key", plan(), "held-out", 32, PACKAGES))

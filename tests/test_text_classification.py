@@ -305,6 +305,7 @@ def test_text_pairs_reach_the_model_and_exclusion_auto_searches_on_macro_f1(
         "calibration.num_calibration_samples=60",
         "exclusion.holdout_samples=60",
         "exclusion.sensitivity_samples=8",
+        "exclusion.speed_seconds=0.1",
         f"hydra.run.dir={job}",
         f"cache_dir={tmp_path / 'cache'}",
         cwd=tmp_path,

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from quantsweep.config import ExclusionConfig, SearchObjective, SearchStrategy
-from quantsweep.exclusion_speed import Speed, SpeedProbe, free_nodes, node_groups, verdict
+from quantsweep.exclusion_speed import Speed, SpeedProbe, free_nodes, node_groups, producers, verdict
 from quantsweep.results import (
     Confirmation,
     ExclusionSearchResult,
@@ -542,11 +542,12 @@ class CandidateModels:
         import tempfile
 
         quantized = [(r.node, r.op_type) for r in ranking if r.rank is not None and r.node not in base]
+        made_by = producers(self.model_path)
         with tempfile.TemporaryDirectory(dir=self.folder, prefix="base-") as folder:
             reference = self.quantized_with(base, Path(folder))
             probe.session(reference, keep=True)
             groups = []
-            for name, kind, nodes in node_groups(quantized):
+            for name, kind, nodes in node_groups(quantized, made_by):
                 with tempfile.TemporaryDirectory(dir=self.folder, prefix="group-") as other:
                     speed = probe.compare(reference, self.quantized_with([*base, *nodes], Path(other)))
                 group = NodeGroup(

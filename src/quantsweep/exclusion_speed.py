@@ -8,9 +8,11 @@ alternating windows (:func:`quantsweep.timing.time_shape`), so that drift of a s
 machine hits both alike and the per-window ratios show the noise.
 
 Single nodes are too small to time (a few percent of a pass is within the noise of a
-short window), so nodes are timed in groups of one kind: all candidates of an op type,
-and one name pattern across layers (the attention-mask Add of every layer, every
-layer's FFN output MatMul, ...), found by replacing a layer index in the node's name.
+short window), so nodes are timed in groups of one kind: all candidates of an op type;
+one role, the op type and the op types that produce its inputs (an Add after a MatMul is
+a bias, which the quantizer can keep in int8 with its MatMul; an Add after Add+Mul a
+residual); and one name pattern across layers (the attention-mask Add of every layer,
+every layer's FFN output MatMul, ...), found by replacing a layer index in the name.
 """
 
 from __future__ import annotations
@@ -40,24 +42,50 @@ def pattern_of(node: str) -> str:
     return _LAYER_INDEX.sub("*", node)
 
 
-def node_groups(nodes: Sequence[tuple[str, str]]) -> list[tuple[str, str, list[str]]]:
-    """(name, kind, nodes) of every op type and every name pattern of two or more (node, op type) pairs.
+def producers(model_path: Path) -> dict[str, str]:
+    """Node name -> the op types that compute its activation inputs, e.g. "MatMul" for a bias Add.
 
-    Op types come first: one timing each, and their effect is the largest, so the
-    clearest. A pattern that holds a whole op type adds nothing and is left out.
+    Together with the node's own op type this names its role across the graph: an Add after
+    a MatMul is a bias, after Add+Mul a residual, after Erf part of GELU, after Div+Mul an
+    attention mask. Constants and graph inputs are not producers.
+    """
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    made_by = {out: node.op_type for node in graph.node for out in node.output}
+    return {
+        node.name: "+".join(sorted({made_by[i] for i in node.input if i in made_by})) or "input"
+        for node in graph.node
+    }
+
+
+def node_groups(
+    nodes: Sequence[tuple[str, str]], made_by: dict[str, str] | None = None
+) -> list[tuple[str, str, list[str]]]:
+    """(name, kind, nodes) of every op type, role and name pattern of two or more (node, op type) pairs.
+
+    From the broadest to the most specific: op types (one timing each, the largest and so
+    the clearest effect); roles, the op type and what produces its inputs ("Add after
+    MatMul": every bias Add), when ``made_by`` (:func:`producers`) is given; name patterns
+    across layers. A group that holds the same nodes as a broader one adds nothing and is
+    left out.
     """
     by_type: dict[str, list[str]] = defaultdict(list)
+    by_role: dict[str, list[str]] = defaultdict(list)
     by_pattern: dict[str, list[str]] = defaultdict(list)
     for node, op_type in nodes:
         by_type[op_type].append(node)
+        if made_by is not None:
+            by_role[f"{op_type} after {made_by.get(node, 'input')}"].append(node)
         by_pattern[pattern_of(node)].append(node)
-    groups = [(op_type, "op_type", members) for op_type, members in sorted(by_type.items())]
-    whole_types = {frozenset(members) for members in by_type.values()}
-    groups += [
-        (pattern, "pattern", members)
-        for pattern, members in sorted(by_pattern.items())
-        if len(members) > 1 and frozenset(members) not in whole_types
-    ]
+    groups: list[tuple[str, str, list[str]]] = []
+    seen: set[frozenset[str]] = set()
+    for kind, members_by_name in (("op_type", by_type), ("role", by_role), ("pattern", by_pattern)):
+        for name, members in sorted(members_by_name.items()):
+            key = frozenset(members)
+            if (kind == "op_type" or len(members) > 1) and key not in seen:
+                groups.append((name, kind, members))
+                seen.add(key)
     return groups
 
 
@@ -70,34 +98,33 @@ def verdict(group: NodeGroup) -> str:
     return "unclear"
 
 
+# the most specific group with a clear verdict decides for a node
+_PRECEDENCE = ("pattern", "role", "op_type")
+
+
 def free_nodes(groups: list[NodeGroup]) -> list[str]:
     """Decide each group's ``verdict`` and ``kept``; the nodes kept in fp32 because quantizing them costs time.
 
-    A pattern with a clear verdict decides for its nodes; an unclear one (its windows
-    straddle 1: a few percent is within the noise of short windows) follows its op type,
-    as does a node in no timed pattern. An op type is kept only when it is clearly slower.
+    Each node follows the most specific of its groups whose verdict is clear (a name
+    pattern, then a role, then its op type): an unclear group (its windows straddle 1)
+    says nothing, because a few percent is within the noise of short windows. A node
+    whose groups are all unclear is quantized, as without the speed objective. A group is
+    marked ``kept`` when it decided for any of its nodes and its verdict is "slower".
     """
-    types = {g.name: g for g in groups if g.kind == "op_type"}
-    type_of = {node: g.name for g in types.values() for node in g.nodes}
     for group in groups:
         group.verdict = verdict(group)
-    kept: set[str] = set()
-    decided: set[str] = set()
-    for group in groups:
-        if group.kind != "pattern":
-            continue
-        own = types.get(type_of.get(group.nodes[0], ""))
-        group.kept = group.verdict == "slower" or (
-            group.verdict == "unclear" and own is not None and own.verdict == "slower"
-        )
-        decided.update(group.nodes)
-        if group.kept:
-            kept.update(group.nodes)
-    for group in types.values():
+        group.kept = False
+    deciding: dict[str, NodeGroup] = {}
+    for kind in _PRECEDENCE:
+        for group in groups:
+            if group.kind != kind or group.verdict == "unclear":
+                continue
+            for node in group.nodes:
+                deciding.setdefault(node, group)
+    kept = sorted(node for node, group in deciding.items() if group.verdict == "slower")
+    for group in deciding.values():
         group.kept = group.verdict == "slower"
-        if group.kept:
-            kept.update(n for n in group.nodes if n not in decided)
-    return sorted(kept)
+    return kept
 
 
 @dataclass(frozen=True)

@@ -314,7 +314,7 @@ class SearchStep:
 
 @dataclass
 class NodeGroup:
-    """Candidate nodes of one kind (an op type, or one name pattern across layers) and their speed.
+    """Candidate nodes of one kind (an op type, a role, or one name pattern across layers) and their speed.
 
     Timed as: the model with the search's starting set kept in fp32 against the same model
     with this group kept in fp32 too, in alternating windows. ``speedup`` > 1: quantizing
@@ -322,7 +322,8 @@ class NodeGroup:
     """
 
     name: str
-    # "op_type" or "pattern"
+    # "op_type", "role" (op type and the op types producing its inputs: "Add after MatMul"),
+    # or "pattern" (a name across layers)
     kind: str
     nodes: list[str]
     speedup: float
@@ -331,8 +332,8 @@ class NodeGroup:
     # "slower" (quantized: every window ran faster with the group in fp32), "faster", or
     # "unclear" (the windows straddle 1)
     verdict: str = "unclear"
-    # its nodes start kept in fp32 and are never given back: a pattern that is slower, or
-    # unclear while its op type is slower; an op type that is slower, for its nodes in no pattern
+    # slower, and the most specific clear verdict for some of its nodes (pattern, then role,
+    # then op type): those start kept in fp32 and are never given back
     kept: bool = False
 
 
