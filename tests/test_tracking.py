@@ -143,7 +143,9 @@ def test_metric_names_sort_by_shape():
             "quantized_size_mb": 1.0,
         },
     }
-    metrics = metrics_of(_records(results | {"task": "token-classification", "exclusion_search": None}))
+    metrics = metrics_of(
+        _records(results | {"task": "token-classification", "exclusion_search": None, "eval_drop": None})
+    )
     assert metrics["eval/delta/f1"] == -0.25
     assert (
         metrics["time/bs8_len0128/speedup"] == 2.0 and metrics["time/bs8_len0128/speedup_window_min"] == 1.5
