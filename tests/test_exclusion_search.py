@@ -25,9 +25,17 @@ from quantsweep.config import (
     SearchObjective,
     SearchStrategy,
 )
-from quantsweep.exclusion_search import MAX_CONFIRMATIONS, Scored, SearchBudget, confirm, drop_bound, search
+from quantsweep.exclusion_search import (
+    MAX_CONFIRMATIONS,
+    Scored,
+    SearchBudget,
+    confirm,
+    drop_bound,
+    ordered_choices,
+    search,
+)
 from quantsweep.exclusion_speed import Speed, free_nodes, node_groups, pattern_of
-from quantsweep.results import NodeGroup, NodeSensitivity
+from quantsweep.results import NodeGroup, NodeSensitivity, SearchStep
 from quantsweep.sensitivity import channel_sqnr, rank_nodes
 
 # ---------------------------------------------------------------- the search alone
@@ -495,10 +503,16 @@ def test_the_search_finds_the_planted_node_and_the_job_and_report_show_it(plante
     assert found["objective"] == "speed" and node in found["chosen"]
     meeting = [s for s in found["steps"] if s["meets_budget"]]
     assert meeting and all(node in s["nodes"] for s in meeting)
-    # every step timed; the fastest set within the budget was the first one confirmed
+    # every step timed; the objective's first choice (the fastest, or a set keeping fewer
+    # nodes within its window spread: timings on a loaded machine vary) was confirmed first
     assert all(s["speedup"] is not None for s in found["steps"])
-    fastest = max(meeting, key=lambda s: (s["speedup"], -len(s["nodes"])))
-    assert found["confirmations"][0]["step"] == fastest["step"]
+    first = ordered_choices([SearchStep(**s) for s in found["steps"]], SearchObjective.speed)[0]
+    fastest = max(meeting, key=lambda s: s["speedup"])
+    assert found["confirmations"][0]["step"] == first.step
+    assert first.speedup_max is not None and fastest["speedup_min"] is not None
+    assert first.step == fastest["step"] or (
+        first.speedup_max >= fastest["speedup_min"] and len(first.nodes) < len(fastest["nodes"])
+    )
     assert found["search_rows"] + found["confirm_rows"] == 100 and found["confirm_rows"] == 40
     slow = {n for g in found["groups"] if g["kept"] for n in g["nodes"]}
     chosen = found["chosen"]
