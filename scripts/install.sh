@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv/ and install quantsweep into it, torch pinned to its CPU build.
-# Usage: bash scripts/install.sh [pip target, default ".[dev]"; "-e .[dev]" for an editable install]
+# Usage: bash scripts/install.sh [pip target, default ".[dev]"; "-e .[dev]" for an editable install;
+# pip options may come first, in the same argument: "--no-compile .[dev]"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}

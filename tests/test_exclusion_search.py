@@ -34,7 +34,7 @@ from quantsweep.exclusion_search import (
     ordered_choices,
     search,
 )
-from quantsweep.exclusion_speed import Speed, free_nodes, node_groups, pattern_of
+from quantsweep.exclusion_speed import Speed, kept_nodes, mark_kept, node_groups, pattern_of, verdict
 from quantsweep.results import NodeGroup, NodeSensitivity, SearchStep
 from quantsweep.sensitivity import channel_sqnr, rank_nodes
 
@@ -235,7 +235,9 @@ def test_layer_patterns_group_the_same_node_of_every_layer():
 
 def test_a_clear_pattern_decides_for_its_nodes_and_its_op_type_for_the_rest():
     def group(name: str, kind: str, nodes: list[str], low: float, high: float) -> NodeGroup:
-        return NodeGroup(name, kind, nodes, (low + high) / 2, low, high)
+        timed = NodeGroup(name, kind, nodes, (low + high) / 2, low, high)
+        timed.verdict = verdict(timed)
+        return timed
 
     groups = [
         group("Add", "op_type", ["mask.0", "mask.1", "res.0", "res.1", "ln.0", "ln.1", "lone"], 1.05, 1.2),
@@ -245,7 +247,8 @@ def test_a_clear_pattern_decides_for_its_nodes_and_its_op_type_for_the_rest():
         group("ln.*", "pattern", ["ln.0", "ln.1"], 0.95, 1.1),  # unclear: follows Add
         group("out.*", "pattern", ["out.0", "out.1"], 0.97, 1.3),  # unclear: follows MatMul
     ]
-    assert free_nodes(groups) == ["ln.0", "ln.1", "lone", "res.0", "res.1"]
+    assert kept_nodes(groups) == ["ln.0", "ln.1", "lone", "res.0", "res.1"]
+    mark_kept(groups)
     assert [(g.name, g.verdict, g.kept) for g in groups] == [
         ("Add", "slower", True),
         ("MatMul", "faster", False),
@@ -256,7 +259,14 @@ def test_a_clear_pattern_decides_for_its_nodes_and_its_op_type_for_the_rest():
     ]
     # a role between the two: every bias Add clearly pays quantized, though Adds overall do not
     groups.insert(2, group("Add after MatMul", "role", ["res.0", "ln.0", "lone"], 0.85, 0.95))
-    assert free_nodes(groups) == ["ln.1", "res.0", "res.1"]  # res.* is a pattern: it still decides res.0
+    assert kept_nodes(groups) == ["ln.1", "res.0", "res.1"]  # res.* is a pattern: it still decides res.0
+    mark_kept(groups)
+    assert [g.name for g in groups if g.kept] == ["Add", "res.*"]  # Add still decides ln.1
+    # once ln.* clearly pays too, Add decides none of its nodes: slower, but not what kept them
+    groups[5] = group("ln.*", "pattern", ["ln.0", "ln.1"], 0.9, 0.97)
+    assert kept_nodes(groups) == ["res.0", "res.1"]
+    mark_kept(groups)
+    assert [g.name for g in groups if g.kept] == ["res.*"]
 
 
 def test_a_set_that_fails_on_fresh_rows_falls_back_to_the_next_choice():
@@ -514,7 +524,8 @@ def test_the_search_finds_the_planted_node_and_the_job_and_report_show_it(plante
         first.speedup_max >= fastest["speedup_min"] and len(first.nodes) < len(fastest["nodes"])
     )
     assert found["search_rows"] + found["confirm_rows"] == 100 and found["confirm_rows"] == 40
-    slow = {n for g in found["groups"] if g["kept"] for n in g["nodes"]}
+    # the nodes each group decided for (the most specific clear verdict), from the saved timings
+    slow = kept_nodes([NodeGroup(**g) for g in found["groups"]])
     chosen = found["chosen"]
     assert found["meets_budget"] and found["stopped_by"] == "done"
     ranked = sorted((r for r in found["ranking"] if r["rank"]), key=lambda r: r["rank"])
@@ -522,7 +533,7 @@ def test_the_search_finds_the_planted_node_and_the_job_and_report_show_it(plante
     # the search starts from the groups timed slower quantized (on a model this small, often
     # every MatMul); unless that kept it, the planted node costs F1 well beyond the budget
     start = found["steps"][0]
-    assert start["nodes"] == sorted(slow)
+    assert start["nodes"] == slow
     assert node in slow or (start["f1_drop"] > 0.1 and not start["meets_budget"])
     # the job quantized with the chosen set: everything else quantized, those nodes in fp32
     assert results["graph"]["nodes_excluded"] == chosen

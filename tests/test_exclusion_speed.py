@@ -16,7 +16,7 @@ import pytest
 from latency_fixture import SHAPE, VOCAB_SIZE, PlantedLatency, write_planted_latency_model
 from quantsweep.config import SearchObjective, SearchStrategy
 from quantsweep.exclusion_search import CandidateModels, Scored, SearchBudget, candidate_nodes, search
-from quantsweep.exclusion_speed import SpeedProbe, free_nodes
+from quantsweep.exclusion_speed import SpeedProbe, kept_nodes
 from quantsweep.quantize import QuantizationRequest
 from quantsweep.results import NodeSensitivity
 from quantsweep.sessions import SessionSettings
@@ -71,7 +71,7 @@ def test_the_speed_objective_keeps_a_group_that_is_slower_quantized_and_fewest_f
     # measured: keeping the Adds in fp32 is faster in every window; the MatMuls are not
     assert by_name["Add"].verdict == "slower" and by_name["Add"].speedup_min > 1.0
     assert by_name["MatMul"].verdict != "slower"
-    slow = free_nodes(groups)
+    slow = kept_nodes(groups)
     assert slow == sorted(planted.slow)
 
     timer = models.timer(probe)

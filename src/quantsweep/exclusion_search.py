@@ -42,7 +42,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from quantsweep.config import ExclusionConfig, SearchObjective, SearchStrategy
-from quantsweep.exclusion_speed import Speed, SpeedProbe, free_nodes, node_groups, producers, verdict
+from quantsweep.exclusion_speed import (
+    Speed,
+    SpeedProbe,
+    kept_nodes,
+    mark_kept,
+    node_groups,
+    producers,
+    verdict,
+)
 from quantsweep.results import (
     Confirmation,
     ExclusionSearchResult,
@@ -570,6 +578,7 @@ class CandidateModels:
                     speed.window_max,
                 )
             probe.forget()
+        mark_kept(groups)
         return groups
 
     def rank(
@@ -643,7 +652,7 @@ def find_exclusions(
             started,
             settings.objective,
             models.timer(probe) if speed and probe else None,
-            fixed=free_nodes(groups),
+            fixed=kept_nodes(groups),
             rows=len(search_rows.encoded),
         )
         chosen, confirmations = _confirm(models, outcome, confirm_rows, settings, seed)

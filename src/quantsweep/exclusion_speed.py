@@ -102,18 +102,13 @@ def verdict(group: NodeGroup) -> str:
 _PRECEDENCE = ("pattern", "role", "op_type")
 
 
-def free_nodes(groups: list[NodeGroup]) -> list[str]:
-    """Decide each group's ``verdict`` and ``kept``; the nodes kept in fp32 because quantizing them costs time.
+def deciding_groups(groups: Sequence[NodeGroup]) -> dict[str, NodeGroup]:
+    """For each node, the most specific of its groups whose recorded verdict is clear.
 
-    Each node follows the most specific of its groups whose verdict is clear (a name
-    pattern, then a role, then its op type): an unclear group (its windows straddle 1)
-    says nothing, because a few percent is within the noise of short windows. A node
-    whose groups are all unclear is quantized, as without the speed objective. A group is
-    marked ``kept`` when it decided for any of its nodes and its verdict is "slower".
+    A name pattern, then a role, then its op type: an unclear group (its windows straddle
+    1) says nothing, because a few percent is within the noise of short windows. A node
+    whose groups are all unclear has no entry.
     """
-    for group in groups:
-        group.verdict = verdict(group)
-        group.kept = False
     deciding: dict[str, NodeGroup] = {}
     for kind in _PRECEDENCE:
         for group in groups:
@@ -121,10 +116,23 @@ def free_nodes(groups: list[NodeGroup]) -> list[str]:
                 continue
             for node in group.nodes:
                 deciding.setdefault(node, group)
-    kept = sorted(node for node, group in deciding.items() if group.verdict == "slower")
-    for group in deciding.values():
-        group.kept = group.verdict == "slower"
-    return kept
+    return deciding
+
+
+def kept_nodes(groups: Sequence[NodeGroup]) -> list[str]:
+    """The nodes kept in fp32 because quantizing them costs time: their deciding group is slower.
+
+    Derived from the groups' recorded verdicts alone, so a saved search can be checked
+    against it. A node no clear group decides is quantized, as without the speed objective.
+    """
+    return sorted(node for node, group in deciding_groups(groups).items() if group.verdict == "slower")
+
+
+def mark_kept(groups: Sequence[NodeGroup]) -> None:
+    """Set each group's ``kept``: its verdict is slower and it decides for some of its nodes."""
+    deciders = {id(group) for group in deciding_groups(groups).values()}
+    for group in groups:
+        group.kept = group.verdict == "slower" and id(group) in deciders
 
 
 @dataclass(frozen=True)
