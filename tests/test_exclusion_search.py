@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from quantsweep.exclusion_search import (
     MAX_CONFIRMATIONS,
     Scored,
     SearchBudget,
+    SearchOutcome,
     confirm,
     drop_bound,
     ordered_choices,
@@ -145,11 +147,11 @@ def _timer(kept: list[str]) -> Speed:
     return Speed(speedup=10.0 / ms, window_min=10.0 / ms - 0.01, window_max=10.0 / ms + 0.01)
 
 
-def test_the_speed_objective_ranks_the_sets_within_the_budget_by_measured_speed():
-    # bisecting this ranking visits {a, f, d} (within the budget, d slower quantized) and {a, f}
-    ranking = _ranking(["a", "f", "d", "e", "b", "c"])
-    fewest = search(ranking, [], SearchStrategy.bisect, BUDGET, 1.0, _score([]), timer=_timer)
-    fastest = search(
+def _speed_search(
+    ranking: list[NodeSensitivity], timer: Callable[[list[str]], Speed] = _timer, fixed: Sequence[str] = ()
+) -> SearchOutcome:
+    """Bisection for the speed objective from the empty set, each set's F1 from :func:`_score`."""
+    return search(
         ranking,
         [],
         SearchStrategy.bisect,
@@ -157,8 +159,16 @@ def test_the_speed_objective_ranks_the_sets_within_the_budget_by_measured_speed(
         1.0,
         _score([]),
         objective=SearchObjective.speed,
-        timer=_timer,
+        timer=timer,
+        fixed=fixed,
     )
+
+
+def test_the_speed_objective_ranks_the_sets_within_the_budget_by_measured_speed():
+    # bisecting this ranking visits {a, f, d} (within the budget, d slower quantized) and {a, f}
+    ranking = _ranking(["a", "f", "d", "e", "b", "c"])
+    fewest = search(ranking, [], SearchStrategy.bisect, BUDGET, 1.0, _score([]), timer=_timer)
+    fastest = _speed_search(ranking)
     # the same steps (the order of evaluation does not depend on the objective), every one timed
     assert [s.nodes for s in fewest.steps] == [s.nodes for s in fastest.steps]
     assert all(s.speedup is not None and s.speedup_min is not None for s in fastest.steps)
@@ -171,16 +181,7 @@ def test_the_speed_objective_ranks_the_sets_within_the_budget_by_measured_speed(
         speed = _timer(kept)
         return Speed(speed.speedup, speed.speedup - 0.3, speed.speedup + 0.3)
 
-    tied = search(
-        ranking,
-        [],
-        SearchStrategy.bisect,
-        BUDGET,
-        1.0,
-        _score([]),
-        objective=SearchObjective.speed,
-        timer=wide,
-    )
+    tied = _speed_search(ranking, timer=wide)
     assert tied.chosen == ["a", "f"] and [s.nodes for s in tied.choices] == [["a", "f"], ["a", "d", "f"]]
     # d is slower quantized: the set within the budget that keeps it beats the smallest, {a, f}
     assert fastest.chosen == ["a", "d", "f"]
@@ -189,17 +190,7 @@ def test_the_speed_objective_ranks_the_sets_within_the_budget_by_measured_speed(
 
 
 def test_pinned_slow_nodes_are_kept_from_the_start_and_never_given_back():
-    outcome = search(
-        _ranking(["a", "f", "b", "c", "d", "e"]),
-        [],
-        SearchStrategy.bisect,
-        BUDGET,
-        1.0,
-        _score([]),
-        objective=SearchObjective.speed,
-        timer=_timer,
-        fixed=["d", "e"],
-    )
+    outcome = _speed_search(_ranking(["a", "f", "b", "c", "d", "e"]), fixed=["d", "e"])
     assert outcome.steps[0].nodes == ["d", "e"]
     assert all({"d", "e"} <= set(s.nodes) for s in outcome.steps)
     assert outcome.chosen == ["a", "d", "e", "f"]
@@ -270,16 +261,7 @@ def test_a_clear_pattern_decides_for_its_nodes_and_its_op_type_for_the_rest():
 
 
 def test_a_set_that_fails_on_fresh_rows_falls_back_to_the_next_choice():
-    steps = search(
-        _ranking(["a", "f", "b", "c", "d", "e"]),
-        [],
-        SearchStrategy.bisect,
-        BUDGET,
-        1.0,
-        _score([]),
-        objective=SearchObjective.speed,
-        timer=_timer,
-    )
+    steps = _speed_search(_ranking(["a", "f", "b", "c", "d", "e"]))
     first, second = steps.choices[:2]
 
     def fresh(kept: list[str]) -> Scored:  # the fastest set was lucky on the search's rows
@@ -310,7 +292,7 @@ def test_rows_too_few_for_the_budget_are_reported_with_the_rows_that_would_resol
     assert (resolution.step, resolution.rows, resolution.margin) == (0, 300, pytest.approx(0.02))
     # the margin shrinks as 1/sqrt(rows): to half the budget (0.005) takes 16x the rows
     assert resolution.rows_needed == 4800
-    assert "300 search rows are too few to resolve a budget of 0.0100" in caplog.text
+    assert "300 search rows cannot resolve a budget of 0.01: the bootstrap adds 0.0200" in caplog.text
     # enough rows: resolved, no warning
     fine = search(
         _ranking(list("afbcde")),

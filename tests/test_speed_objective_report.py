@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -67,20 +68,12 @@ def ranking() -> list[NodeSensitivity]:
     ]
 
 
-def speed_search() -> ExclusionSearchResult:
-    """A speed search: a collapsed start, a dominated step, a first choice the confirmation rows reject."""
-    steps = [
-        step(0, "start", 0, 0.8, 0.81, (1.9, 1.8, 2.0)),
-        step(1, "grow", 10, 0.001, 0.003, (1.40, 1.31, 1.47)),
-        step(2, "grow", 5, 0.003, 0.009, (1.55, 1.50, 1.61)),
-        step(3, "prune", 8, 0.002, 0.004, (1.50, 1.42, 1.58)),
-        step(4, "prune", 9, 0.002, 0.002, (1.30, 1.22, 1.36)),  # beaten by step 3 on both axes
-    ]
-    chosen = steps[1]
+def searched(steps: list[SearchStep], chosen: SearchStep, **fields: Any) -> ExclusionSearchResult:
+    """A search over ``ranking()`` that chose ``chosen``, within the budget; ``fields`` add the rest."""
     return ExclusionSearchResult(
         strategy="bisect",
         max_f1_drop=BUDGET,
-        confidence=0.95,
+        confidence=fields.pop("confidence", 0.95),
         start_from=[],
         start_nodes=[],
         holdout_samples=200,
@@ -94,6 +87,22 @@ def speed_search() -> ExclusionSearchResult:
         meets_budget=True,
         stopped_by="done",
         evaluations=len(steps),
+        **fields,
+    )
+
+
+def speed_search() -> ExclusionSearchResult:
+    """A speed search: a collapsed start, a dominated step, a first choice the confirmation rows reject."""
+    steps = [
+        step(0, "start", 0, 0.8, 0.81, (1.9, 1.8, 2.0)),
+        step(1, "grow", 10, 0.001, 0.003, (1.40, 1.31, 1.47)),
+        step(2, "grow", 5, 0.003, 0.009, (1.55, 1.50, 1.61)),
+        step(3, "prune", 8, 0.002, 0.004, (1.50, 1.42, 1.58)),
+        step(4, "prune", 9, 0.002, 0.002, (1.30, 1.22, 1.36)),  # beaten by step 3 on both axes
+    ]
+    return searched(
+        steps,
+        steps[1],
         seconds=95.0,
         sensitivity_seconds=10.0,
         objective="speed",
@@ -120,26 +129,7 @@ def speed_search() -> ExclusionSearchResult:
 def old_search() -> ExclusionSearchResult:
     """A search as results.json files before the speed objective hold it: none of the new fields."""
     steps = [step(0, "start", 0, 0.8, 0.8, None), step(1, "grow", 6, 0.002, 0.002, None)]
-    return ExclusionSearchResult(
-        strategy="bisect",
-        max_f1_drop=BUDGET,
-        confidence=None,
-        start_from=[],
-        start_nodes=[],
-        holdout_samples=200,
-        holdout_fingerprint="abc",
-        sensitivity_samples=32,
-        fp32_f1=FP32_F1,
-        ranking=ranking(),
-        steps=steps,
-        chosen=steps[1].nodes,
-        chosen_f1=steps[1].f1,
-        meets_budget=True,
-        stopped_by="done",
-        evaluations=2,
-        seconds=30.0,
-        sensitivity_seconds=5.0,
-    )
+    return searched(steps, steps[1], confidence=None, seconds=30.0, sensitivity_seconds=5.0)
 
 
 def scores(f1: float) -> EvaluationResult:
@@ -325,7 +315,7 @@ def test_card_warns_when_the_held_out_rows_cannot_resolve_the_budget(sweep: Swee
     first = mine.strip().split("\n\n")[0]
     assert first.startswith("**120 search rows cannot resolve a budget of 0.005: the bootstrap adds 0.0060")
     # 1729 search rows at the search's share (120 of 200 held-out rows)
-    assert "about 1729 search rows would, i.e. `exclusion.holdout_samples` of about 2882" in first
+    assert "about 1729 search rows would, i.e. exclusion.holdout_samples of about 2882" in first
     assert first.endswith("**")
     assert "cannot resolve" not in subsection(sweep, "static-add_matmul-auto-fewest")
 

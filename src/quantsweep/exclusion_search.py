@@ -270,17 +270,7 @@ class _Steps:
         warned = self.resolution is not None and not self.resolution.resolved
         self.resolution = seen
         if not seen.resolved and not warned:
-            log.warning(
-                "Exclusion search: %d search rows are too few to resolve a budget of %.4f: the bootstrap adds "
-                "%.4f to a measured drop of %.4f (step %d), so only sets that lose nothing can meet it. About "
-                "%d search rows would resolve it (exclusion.holdout_samples, or a larger exclusion.holdout_split).",
-                self.rows,
-                budget,
-                seen.margin,
-                step.f1_drop,
-                step.step,
-                seen.rows_needed,
-            )
+            log.warning("Exclusion search: %s", seen.warning("search", budget))
 
 
 def search(
@@ -717,22 +707,15 @@ def _scale_resolutions(result: ExclusionSearchResult, budget: float) -> None:
         result.confirm_resolution = resolution(
             first.step, result.confirm_rows, first.f1_drop, first.f1_drop_bound, budget
         )
-        if not result.confirm_resolution.resolved:
-            log.warning(
-                "Exclusion search: %d confirmation rows are too few to resolve a budget of %.4f at confidence "
-                "%s: the bootstrap adds %.4f to the measured drop; about %d confirmation rows would.",
-                result.confirm_rows,
-                budget,
-                first.confidence,
-                result.confirm_resolution.margin,
-                result.confirm_resolution.rows_needed,
-            )
     for found, rows in (
         (result.resolution, result.search_rows),
         (result.confirm_resolution, result.confirm_rows),
     ):
         if found is not None and rows:
             found.holdout_samples_needed = math.ceil(found.rows_needed * result.holdout_samples / rows)
+    confirming = result.confirm_resolution
+    if confirming is not None and not confirming.resolved:
+        log.warning("Exclusion search: %s", confirming.warning("confirmation", budget))
 
 
 def _confirm(

@@ -113,12 +113,7 @@ def summary_table(results: JobResults) -> str:
                 f"  evaluation split ({drop.rows} rows): {drop.metric} drop {drop.drop:+.4f}, bound {drop.bound:+.4f} "
                 f"at confidence {drop.confidence}: {'within' if drop.meets_budget else 'NOT within'} the budget"
             )
-        for what, res in (("search", found.resolution), ("confirmation", found.confirm_resolution)):
-            if res and not res.resolved:
-                lines.append(
-                    f"  NOTE: {res.rows} {what} rows cannot resolve a budget of {found.max_f1_drop}; about "
-                    f"{res.rows_needed} would (exclusion.holdout_samples={res.holdout_samples_needed})"
-                )
+        lines += [f"  NOTE: {warning}" for warning in found.resolution_warnings()]
     if results.original.num_truncated:
         lines.append(f"  NOTE: {results.original.truncation_note(results.dataset.get('eval_max_length'))}")
     names = get(results.task).METRICS

@@ -357,7 +357,8 @@ def _search_summary(searched: list[tuple[JobRecord, ExclusionSearchResult]]) -> 
 def _search_job(sweep: Sweep, job: JobRecord, found: ExclusionSearchResult) -> list[str]:
     """One searching job's subsection: warnings, objective, rows, confirmations, groups, ranking, steps."""
     out = [f"### `{job.name}`", ""]
-    out += _resolution_warning(found)
+    # rows too few to tell a drop of the budget's size from noise: said first, in bold
+    out += [line for warning in found.resolution_warnings() for line in (f"**{warning}**", "")]
     out += [_objective_sentence(found), ""]
     if not any(step.meets_budget for step in found.steps):
         out += [
@@ -413,27 +414,6 @@ def _timing_shape(found: ExclusionSearchResult) -> str:
     where = f"batch size {shape[0]}, input length {shape[1]}" if shape and len(shape) == 2 else "its shape"
     seconds = f", {found.speed_seconds:g} s per model and candidate" if found.speed_seconds else ""
     return where + seconds
-
-
-def _resolution_warning(found: ExclusionSearchResult) -> list[str]:
-    """A bold warning per row set (search, confirmation) too small to tell a drop of the budget's size from noise."""
-    out = []
-    for what, res in (("search", found.resolution), ("confirmation", found.confirm_resolution)):
-        if res is None or res.resolved:
-            continue
-        holdout = (
-            f", i.e. `exclusion.holdout_samples` of about {res.holdout_samples_needed}"
-            if res.holdout_samples_needed
-            else ""
-        )
-        out += [
-            f"**{res.rows} {what} rows cannot resolve a budget of {found.max_f1_drop}: the bootstrap adds "
-            f"{res.margin:.4f} to a measured drop (step {res.step}), more than the budget, so only sets that lose "
-            f"nothing could meet it; about {res.rows_needed} {what} rows would{holdout} (or a larger "
-            "`exclusion.holdout_split`).**",
-            "",
-        ]
-    return out
 
 
 def _rows_table(sweep: Sweep, job: JobRecord, found: ExclusionSearchResult) -> list[str]:

@@ -371,6 +371,19 @@ class RowsResolution:
     # rows are a share of the held-out rows, the confirmation rows the rest)
     holdout_samples_needed: int | None = None
 
+    def warning(self, what: str, budget: float) -> str:
+        """The one sentence log, console and card give when these ``what`` ("search") rows cannot resolve the budget."""
+        holdout = (
+            f", i.e. exclusion.holdout_samples of about {self.holdout_samples_needed}"
+            if self.holdout_samples_needed
+            else ""
+        )
+        return (
+            f"{self.rows} {what} rows cannot resolve a budget of {budget:g}: the bootstrap adds {self.margin:.4f} "
+            f"to a measured drop (step {self.step}), more than the budget, so only sets that lose nothing can "
+            f"meet it; about {self.rows_needed} {what} rows would{holdout} (or a larger exclusion.holdout_split)."
+        )
+
 
 @dataclass
 class EvaluationDrop:
@@ -450,6 +463,14 @@ class ExclusionSearchResult:
     def chosen_speedup(self) -> float | None:
         step = next((s for s in self.steps if s.step == self.chosen_step), None)
         return step.speedup if step else None
+
+    def resolution_warnings(self) -> list[str]:
+        """One sentence per row set (search, confirmation) too small to resolve the budget."""
+        return [
+            res.warning(what, self.max_f1_drop)
+            for what, res in (("search", self.resolution), ("confirmation", self.confirm_resolution))
+            if res is not None and not res.resolved
+        ]
 
 
 @dataclass
