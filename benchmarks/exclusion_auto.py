@@ -159,24 +159,17 @@ def job_row(name: str, job: dict[str, Any]) -> str:
 
 def demo_defaults(root: Path, work: Path) -> None:
     """The search time with the demo experiment's settings (500 test rows held out)."""
-    job = work / "demo-defaults"
-    command = [
-        sys.executable,
-        "-m",
-        "quantsweep.cli",
+    demo = [
         "+experiment=demo",
         f"hydra.callbacks.prepare_demo.root={root}",
         f"model_name_or_path={root / 'model'}",
         f"dataset.path={root / 'corpus'}",
         "quantization=static",
         "operators=add_matmul",
-        "exclusion=auto",
         "mlflow.enabled=false",
         "cache=false",
-        f"hydra.run.dir={job}",
     ]
-    subprocess.run(command, cwd=work, check=True, stdout=subprocess.DEVNULL)
-    results = json.loads((job / "results.json").read_text())
+    results = run_job("auto/speed", demo, work / "demo-defaults", work)
     found = results["exclusion_search"]
 
     def resolved(res: dict[str, Any] | None) -> str:
