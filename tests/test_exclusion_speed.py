@@ -9,6 +9,8 @@ is about what timing adds to it.
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,14 @@ def test_the_speed_objective_keeps_a_group_that_is_slower_quantized_and_fewest_f
     assert head_to_head.window_min > 1.0, head_to_head
     assert fastest.best.speedup is not None and fewest.best.speedup is not None
     assert fastest.best.speedup > fewest.best.speedup
+
+
+def test_groups_not_started_before_max_minutes_run_out_are_not_timed(
+    planted: PlantedLatency, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    models, probe = _models(planted, tmp_path)
+    with caplog.at_level("WARNING"):
+        groups = models.time_groups(probe, _ranking(planted), [], deadline=time.perf_counter())
+    # nothing timed, so nothing starts kept: the nodes are quantized as without the speed objective
+    assert groups == [] and kept_nodes(groups) == []
+    assert re.search(r"exclusion.max_minutes ran out after timing 0 of [1-9]\d* node groups", caplog.text)

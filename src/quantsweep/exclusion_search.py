@@ -122,6 +122,10 @@ class SearchBudget:
     max_evaluations: int | None
     max_minutes: float | None
 
+    def deadline(self, started: float) -> float | None:
+        """When ``max_minutes`` from ``started`` (``time.perf_counter()``) run out."""
+        return None if self.max_minutes is None else started + 60 * self.max_minutes
+
 
 def drop_bound(
     reference: np.ndarray,
@@ -209,8 +213,8 @@ class _Steps:
     def _exhausted(self) -> str | None:
         if self.budget.max_evaluations is not None and len(self.steps) >= self.budget.max_evaluations:
             return "evaluations"
-        elapsed = time.perf_counter() - self.started
-        if self.budget.max_minutes is not None and elapsed >= 60 * self.budget.max_minutes:
+        deadline = self.budget.deadline(self.started)
+        if deadline is not None and time.perf_counter() >= deadline:
             return "minutes"
         return None
 
@@ -534,18 +538,35 @@ class CandidateModels:
         return speed
 
     def time_groups(
-        self, probe: SpeedProbe, ranking: Sequence[NodeSensitivity], base: list[str]
+        self,
+        probe: SpeedProbe,
+        ranking: Sequence[NodeSensitivity],
+        base: list[str],
+        deadline: float | None = None,
     ) -> list[NodeGroup]:
-        """Every node group kept in fp32 on top of ``base``, timed against ``base`` alone."""
+        """Every node group kept in fp32 on top of ``base``, timed against ``base`` alone.
+
+        Groups not started by ``deadline`` (``time.perf_counter()``; ``max_minutes``) are not
+        timed: their nodes are quantized, as without the speed objective.
+        """
         import tempfile
 
         quantized = [(r.node, r.op_type) for r in ranking if r.rank is not None and r.node not in base]
         made_by = producers(self.model_path)
+        every = node_groups(quantized, made_by)
         with tempfile.TemporaryDirectory(dir=self.folder, prefix="base-") as folder:
             reference = self.quantized_with(base, Path(folder))
             probe.session(reference, keep=True)
-            groups = []
-            for name, kind, nodes in node_groups(quantized, made_by):
+            groups: list[NodeGroup] = []
+            for name, kind, nodes in every:
+                if deadline is not None and time.perf_counter() >= deadline:
+                    log.warning(
+                        "Exclusion search: exclusion.max_minutes ran out after timing %d of %d node groups; "
+                        "the others' nodes are quantized, as without the speed objective",
+                        len(groups),
+                        len(every),
+                    )
+                    break
                 with tempfile.TemporaryDirectory(dir=self.folder, prefix="group-") as other:
                     speed = probe.compare(reference, self.quantized_with([*base, *nodes], Path(other)))
                 group = NodeGroup(
@@ -613,10 +634,7 @@ def find_exclusions(
     task: Task,
     probe: SpeedProbe | None = None,
 ) -> ExclusionSearchResult:
-    """Rank, time groups, search, confirm, and report every step; ``scratch`` holds temporary models.
-
-    ``probe`` times candidates (objective=speed); without it the search counts nodes.
-    """
+    """Rank, time groups, search, confirm; ``probe`` times for objective=speed, ``scratch`` holds models."""
     import tempfile
 
     started = time.perf_counter()
@@ -629,19 +647,20 @@ def find_exclusions(
         fp32_f1, score = models.scorer(search_rows, settings.confidence, seed)
         ranking = models.rank(candidates, search_rows, settings.sensitivity_samples)
         sensitivity_seconds = round(time.perf_counter() - started, 3)
-        speed = settings.objective is SearchObjective.speed and probe is not None
-        groups = models.time_groups(probe, ranking, starting) if speed and probe else []
+        timing = probe if settings.objective is SearchObjective.speed else None
+        budget = SearchBudget(settings.max_f1_drop, settings.max_evaluations, settings.max_minutes)
+        groups = models.time_groups(timing, ranking, starting, budget.deadline(started)) if timing else []
         group_seconds = round(time.perf_counter() - started - sensitivity_seconds, 3)
         outcome = search(
             ranking,
             starting,
             settings.strategy,
-            SearchBudget(settings.max_f1_drop, settings.max_evaluations, settings.max_minutes),
+            budget,
             fp32_f1,
             score,
             started,
             settings.objective,
-            models.timer(probe) if speed and probe else None,
+            models.timer(timing) if timing else None,
             fixed=kept_nodes(groups),
             rows=len(search_rows.encoded),
         )
@@ -651,9 +670,9 @@ def find_exclusions(
     result.meets_budget = confirmations[-1].meets_budget if confirmations else chosen.meets_budget
     result.confirmations = confirmations
     _scale_resolutions(result, settings.max_f1_drop)
-    if speed and probe:
+    if timing:
         result.objective = settings.objective.value
-        result.timing_shape, result.speed_seconds = probe.shape, probe.seconds
+        result.timing_shape, result.speed_seconds = timing.shape, timing.seconds
         result.groups, result.group_seconds = groups, group_seconds
     result.sensitivity_seconds = sensitivity_seconds
     result.seconds = round(time.perf_counter() - started, 3)
