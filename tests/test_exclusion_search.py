@@ -34,6 +34,7 @@ from quantsweep.exclusion_search import (
     confirm,
     drop_bound,
     ordered_choices,
+    resolution,
     search,
 )
 from quantsweep.exclusion_speed import Speed, kept_nodes, mark_kept, node_groups, pattern_of, verdict
@@ -183,6 +184,13 @@ def test_the_speed_objective_ranks_the_sets_within_the_budget_by_measured_speed(
 
     tied = _speed_search(ranking, timer=wide)
     assert tied.chosen == ["a", "f"] and [s.nodes for s in tied.choices] == [["a", "f"], ["a", "d", "f"]]
+
+    # {a, f} (1.25x) reaches the fastest's slowest window (1.33 - 0.15) but not its mean: still a tie
+    def medium(kept: list[str]) -> Speed:
+        speed = _timer(kept)
+        return Speed(speed.speedup, speed.speedup - 0.15, speed.speedup + 0.15)
+
+    assert _speed_search(ranking, timer=medium).chosen == ["a", "f"]
     # d is slower quantized: the set within the budget that keeps it beats the smallest, {a, f}
     assert fastest.chosen == ["a", "d", "f"]
     assert fastest.best.speedup == pytest.approx(10.0 / 7.5)
@@ -208,6 +216,9 @@ def test_layer_patterns_group_the_same_node_of_every_layer():
     ]
     assert pattern_of(nodes[3][0]) == "/bert/encoder/layer.*/output/dense/MatMul"
     assert pattern_of("/slow/Add_3") == "/slow/Add_3"  # a trailing index is not a layer
+    # a pattern holding the same nodes as its op type adds nothing
+    pair = [("/l.0/a/Add", "Add"), ("/l.1/a/Add", "Add")]
+    assert node_groups(pair) == [("Add", "op_type", ["/l.0/a/Add", "/l.1/a/Add"])]
     # roles: the op type and what feeds it (two bias Adds after their MatMuls, one residual)
     adds = [("/l.0/q/Add", "Add"), ("/l.0/k/Add", "Add"), ("/l.0/res/Add", "Add")]
     made_by = {"/l.0/q/Add": "MatMul", "/l.0/k/Add": "MatMul", "/l.0/res/Add": "Add+Mul"}
@@ -260,6 +271,13 @@ def test_a_clear_pattern_decides_for_its_nodes_and_its_op_type_for_the_rest():
     assert [g.name for g in groups if g.kept] == ["res.*"]
 
 
+def test_a_set_the_search_rows_rejected_is_not_confirmed_within_the_budget():
+    outcome = _speed_search(_ranking(["a", "f", "b", "c", "d", "e"]))
+    missed = replace(outcome.choices[0], meets_budget=False)
+    _, tried = confirm([missed], lambda kept: Scored(1.0, 0.0), 1.0, 0.01, 0.99)
+    assert not tried[0].meets_budget
+
+
 def test_a_set_that_fails_on_fresh_rows_falls_back_to_the_next_choice():
     steps = _speed_search(_ranking(["a", "f", "b", "c", "d", "e"]))
     first, second = steps.choices[:2]
@@ -287,11 +305,11 @@ def test_rows_too_few_for_the_budget_are_reported_with_the_rows_that_would_resol
 
     with caplog.at_level("WARNING"):
         outcome = search(_ranking(list("afbcde")), [], SearchStrategy.bisect, BUDGET, 1.0, noisy, rows=300)
-    resolution = outcome.resolution
-    assert resolution is not None and not resolution.resolved
-    assert (resolution.step, resolution.rows, resolution.margin) == (0, 300, pytest.approx(0.02))
+    found = outcome.resolution
+    assert found is not None and not found.resolved
+    assert (found.step, found.rows, found.margin) == (0, 300, pytest.approx(0.02))
     # the margin shrinks as 1/sqrt(rows): to half the budget (0.005) takes 16x the rows
-    assert resolution.rows_needed == 4800
+    assert found.rows_needed == 4800
     assert "300 search rows cannot resolve a budget of 0.01: the bootstrap adds 0.0200" in caplog.text
     # enough rows: resolved, no warning
     fine = search(
@@ -304,6 +322,14 @@ def test_rows_too_few_for_the_budget_are_reported_with_the_rows_that_would_resol
         rows=300,
     )
     assert fine.resolution is not None and fine.resolution.resolved
+    # resolved: a margin within the budget (0.008 of 0.01); rows already enough are not asked for again
+    assert resolution(0, 300, 0.004, 0.012, 0.01).resolved
+    assert resolution(0, 300, 0.004, 0.006, 0.01).rows_needed == 300
+
+
+def test_max_minutes_is_a_deadline_in_minutes_from_the_start():
+    assert SearchBudget(0.01, None, 2.0).deadline(100.0) == 220.0
+    assert BUDGET.deadline(5.0) is None
 
 
 def test_channel_sqnr_sees_an_outlier_channel_that_the_whole_tensor_figure_hides():
@@ -379,12 +405,17 @@ def test_the_bootstrap_bound_charges_more_than_the_measured_drop_and_is_repeatab
         ({"confirm_fraction": -0.1}, "exclusion.confirm_fraction"),
         ({"timing_shape": [1]}, "exclusion.timing_shape"),
         ({"timing_shape": [0, 128]}, "exclusion.timing_shape"),
+        ({"timing_shape": [1.5, 128]}, "exclusion.timing_shape"),
         ({"speed_seconds": 0.0}, "exclusion.speed_seconds"),
     ],
 )
 def test_bad_search_settings_are_refused_by_name(changes, key):
     with pytest.raises(ConfigError, match=f"`{key}`"):
         ExclusionConfig(auto=True, **changes)
+
+
+def test_a_confirm_fraction_of_0_is_allowed_and_confirms_on_nothing():
+    assert ExclusionConfig(auto=True, confirm_fraction=0.0).confirm_fraction == 0.0
 
 
 def test_the_search_needs_static_quantization():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -318,6 +319,13 @@ def test_card_warns_when_the_held_out_rows_cannot_resolve_the_budget(sweep: Swee
     assert "about 1729 search rows would, i.e. exclusion.holdout_samples of about 2882" in first
     assert first.endswith("**")
     assert "cannot resolve" not in subsection(sweep, "static-add_matmul-auto-fewest")
+
+
+def test_the_confirmation_rows_are_warned_about_after_the_search_rows() -> None:
+    found = replace(speed_search(), confirm_resolution=RowsResolution(3, 80, 0.007, False, 1568))
+    warnings = found.resolution_warnings()
+    assert [w.split(" cannot")[0] for w in warnings] == ["120 search rows", "80 confirmation rows"]
+    assert warnings[1].endswith("about 1568 confirmation rows would (or a larger exclusion.holdout_split).")
 
 
 def test_card_lists_the_speed_groups_and_the_timed_steps(sweep: Sweep) -> None:

@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_module
 
 from quantsweep.cli import to_run_config
 from quantsweep.config import RunConfig
+from quantsweep.environment import cpu_flags
 from quantsweep.exclusion import ResolvedExclusion
 from quantsweep.quantize import QuantizationRequest
 from quantsweep.stages import calibrate, evaluate, export, search
@@ -150,6 +151,11 @@ def test_the_search_key_follows_calibration_rows_settings_and_start_and_a_time_b
     assert not same(base, fewest_parts) and "machine" not in fewest_parts
     assert base["machine"]["timing_shape"] == [1, max(cfg.benchmark.input_lengths)]
     assert base["machine"]["threads"] >= 1 and base["machine"]["cpu"]
+    assert base["machine"]["flags"] == sorted(cpu_flags())
+    two = config("quantization=static", "exclusion=auto", "benchmark.threads=2")
+    assert (
+        search.key_parts(two, "calibration-key", plan(), "held-out", 32, PACKAGES)["machine"]["threads"] == 2
+    )
     shaped = config("quantization=static", "exclusion=auto", "exclusion.timing_shape=[8,128]")
     assert search.key_parts(shaped, "calibration-key", plan(), "held-out", 32, PACKAGES)["machine"][
         "timing_shape"
