@@ -6,6 +6,7 @@ so the expected word labels are known exactly and the metric path can be checked
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,16 @@ from transformers import AutoTokenizer
 from quantsweep import testing as tiny
 from quantsweep.config import DatasetConfig
 from quantsweep.data import encode_sentences, load_split
-from quantsweep.evaluate import LabelMismatchError, check_labels, evaluate_model, predict_word_labels, score
+from quantsweep.evaluate import (
+    LabelMismatchError,
+    check_labels,
+    evaluate_model,
+    f1_from_counts,
+    predict_word_labels,
+    score,
+)
 from quantsweep.sessions import SessionSettings, create_session
+from quantsweep.tasks import get
 
 ID2LABEL = dict(enumerate(tiny.LABELS))
 
@@ -126,6 +135,14 @@ def test_truncated_words_count_as_outside(oracle_session, tokenizer, validation)
         k < len(words) for k, words in zip(kept, validation.tokens, strict=True)
     )
     assert result.truncated_words == len(cut_tags)
+    # the task's evaluation: the same scores, and per sentence the counts exclusion=auto's
+    # bootstrap resamples, from the same pass (their sums give the same F1)
+    scores, counts = get("token-classification").evaluate(
+        oracle_session, validation, encoded, ID2LABEL, 8, tokenizer.pad_token_id
+    )
+    assert replace(scores, seconds=result.seconds) == result
+    assert counts.shape == (len(validation), 3)
+    assert f1_from_counts(counts.sum(axis=0)) == pytest.approx(result.f1)
 
 
 REFS = [

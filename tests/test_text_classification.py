@@ -160,6 +160,10 @@ def test_counts_have_one_layout_for_every_model_of_a_search():
     assert task.metric_from_counts(fp32.sum(axis=0)) == 1.0
     # neg: no tp (ref 1, pred 1) -> 0; pos: tp 1 (ref 2, pred 1) -> 2/3; OTHER: predicted once -> 0
     assert task.metric_from_counts(quantized.sum(axis=0)) == pytest.approx((0 + 2 / 3 + 0) / 3)
+    # the evaluation's one pass gives the same counts beside the scores they agree with
+    scores, counted = task.evaluate(wrong, rows, encoded, id2label, 2, 0)
+    assert np.array_equal(counted, quantized)
+    assert scores.f1_macro == pytest.approx(task.metric_from_counts(counted.sum(axis=0)))
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -329,4 +333,5 @@ def test_text_pairs_reach_the_model_and_exclusion_auto_searches_on_macro_f1(
     alone = task.load(dataset(pairs_dir), "validation")
     encoded = task.encode(AutoTokenizer.from_pretrained(classifier_dir), alone, 256)
     id2label = dict(enumerate(tiny.CLASSIFIER_LABELS))
-    assert task.evaluate(session, alone, encoded, id2label, 16, 0).accuracy < 1.0
+    scores, _ = task.evaluate(session, alone, encoded, id2label, 16, 0)
+    assert scores.accuracy < 1.0

@@ -148,6 +148,13 @@ def evaluate_model(
 ) -> EvaluationResult:
     start = time.perf_counter()
     predictions = predict_word_labels(session, encoded, id2label, batch_size, pad_token_id, progress_label)
+    return scores_of(data, encoded, predictions, start)
+
+
+def scores_of(
+    data: TaggedSentences, encoded: Sequence[EncodedSentence], predictions: list[list[str]], start: float
+) -> EvaluationResult:
+    """seqeval's scores of one model's word labels; ``start`` (``time.perf_counter()``) began its pass."""
     scores = score(data.tags, predictions)
     return EvaluationResult(
         precision=scores.precision,

@@ -1,5 +1,8 @@
 """Stage ``evaluate``: both models scored on the evaluation split; the original's score cached.
 
+Each model makes one pass, giving its scores and the per-row counts an ``exclusion=auto``
+job's evaluation-split bound resamples; the original's counts are cached with its scores.
+
 Opens the two ONNX Runtime sessions the ``time`` stage then uses, so that both stages
 measure the very sessions a user would create with the job's settings.
 """
@@ -11,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from quantsweep.config import RunConfig
 from quantsweep.results import EvaluationDrop, TaskScores, atomic_write_text
@@ -28,6 +33,9 @@ CACHE_KIND = "original_evaluation"
 CODE = (__name__, "quantsweep.data", "quantsweep.evaluate", "quantsweep.sessions")
 PACKAGES = ("onnxruntime",)  # and the task's scoring library (Task.PACKAGES)
 _EVALUATION_FILE = "evaluation.json"
+# per row, the counts exclusion=auto's bootstrap resamples: its evaluation-split bound needs
+# the original's without a second pass of the original model
+_COUNTS_FILE = "counts.npy"
 
 
 @dataclass(frozen=True)
@@ -70,13 +78,14 @@ def run(
         quantized_session = create_session(quantized.path, settings)
         encoded = job.task.encode(inputs.tokenizer, data, plan.max_length)
 
-        def score(session: Any, what: str) -> TaskScores:
+        def score(session: Any, what: str) -> tuple[TaskScores, np.ndarray]:
             return job.task.evaluate(
                 session, data, encoded, inputs.id2label, cfg.eval_batch_size, inputs.pad_id, what
             )
 
         def build(folder: Path) -> None:
-            result = score(original_session, "evaluate original")
+            result, counts = score(original_session, "evaluate original")
+            np.save(folder / _COUNTS_FILE, counts)
             atomic_write_text(folder / _EVALUATION_FILE, json.dumps(asdict(result), indent=1) + "\n")
 
         parts = key_parts(
@@ -90,34 +99,29 @@ def run(
             original = job.task.scores_from_dict(
                 json.loads((folder / _EVALUATION_FILE).read_text(encoding="utf-8"))
             )
-        quantized_result = score(quantized_session, "evaluate quantized")
-        drop = budget_drop(job, inputs, encoded, original_session, quantized_session)
+            original_counts = np.load(folder / _COUNTS_FILE)
+        quantized_result, quantized_counts = score(quantized_session, "evaluate quantized")
+        drop = budget_drop(job, len(data), (original_counts, quantized_counts))
     return Evaluations(original, quantized_result, original_session, quantized_session, settings, drop)
 
 
-def budget_drop(
-    job: JobRun, inputs: Inputs, encoded: Any, original: Any, quantized: Any
-) -> EvaluationDrop | None:
+def budget_drop(job: JobRun, rows: int, counts: tuple[np.ndarray, np.ndarray]) -> EvaluationDrop | None:
     """exclusion=auto: the drop its budget is about, on the evaluation split, bounded as the search bounds its own.
 
-    One more pass of each model over the rows, for the per-row counts the bootstrap
-    resamples; other jobs have no budget and skip it.
+    From the per-row counts of the passes that scored both models (the original's from
+    its cache entry); other jobs have no budget and skip it.
     """
     from quantsweep.exclusion_search import drop_bound, within_budget
 
-    cfg, task, data = job.cfg, job.task, inputs.eval_data
+    cfg, task = job.cfg, job.task
     if not cfg.exclusion.auto:
         return None
-    counts = [
-        task.counts(session, data, encoded, inputs.id2label, cfg.eval_batch_size, inputs.pad_id)
-        for session in (original, quantized)
-    ]
     metric = task.metric_from_counts
     drop = float(metric(counts[0].sum(axis=0)) - metric(counts[1].sum(axis=0)))
     bound = drop_bound(counts[0], counts[1], cfg.exclusion.confidence, cfg.seed, metric=metric)
     return EvaluationDrop(
         metric=task.BUDGET_METRIC,
-        rows=len(data),
+        rows=rows,
         drop=round(drop, 6),
         bound=round(bound, 6),
         confidence=cfg.exclusion.confidence,

@@ -71,8 +71,8 @@ class Task(Protocol):
         batch_size: int,
         pad_token_id: int,
         progress_label: str | None = None,
-    ) -> TaskScores:
-        """Both predictions and scores of one model on the rows."""
+    ) -> tuple[TaskScores, np.ndarray]:
+        """One model's scores on the rows, and per row the counts of :meth:`counts`, from one pass."""
 
     def counts(
         self,

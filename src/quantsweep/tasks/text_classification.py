@@ -301,19 +301,20 @@ def evaluate(
     batch_size: int,
     pad_token_id: int,
     progress_label: str | None = None,
-) -> ClassificationResult:
+) -> tuple[ClassificationResult, np.ndarray]:
     from quantsweep.results import ClassificationResult
 
     start = time.perf_counter()
     predictions = predict(
         session, encoded, id2label, rows.label_names, batch_size, pad_token_id, progress_label
     )
-    return ClassificationResult(
+    scores = ClassificationResult(
         **score(rows.labels, predictions),
         num_samples=len(rows),
         num_truncated=sum(1 for e in encoded if e.truncated),
         seconds=round(time.perf_counter() - start, 3),
     )
+    return scores, label_counts(rows.labels, predictions, _count_names(id2label, rows))
 
 
 def label_counts(references: Sequence[str], predictions: Sequence[str], names: Sequence[str]) -> np.ndarray:
@@ -342,12 +343,15 @@ def counts(
     pad_token_id: int,
 ) -> np.ndarray:
     """Per row: one-hot reference, prediction and true positive over the labels (macro F1's counts)."""
-    # the model's labels beyond the dataset's get columns too, identical for every model compared
-    names = list(rows.label_names) + sorted(
+    predictions = predict(session, encoded, id2label, rows.label_names, batch_size, pad_token_id)
+    return label_counts(rows.labels, predictions, _count_names(id2label, rows))
+
+
+def _count_names(id2label: dict[int, str], rows: LabelledTexts) -> list[str]:
+    """The counts' labels: the dataset's, then the model's beyond them (identical for every model compared)."""
+    return list(rows.label_names) + sorted(
         set(_by_name(id2label, rows.label_names).values()) - set(rows.label_names)
     )
-    predictions = predict(session, encoded, id2label, rows.label_names, batch_size, pad_token_id)
-    return label_counts(rows.labels, predictions, names)
 
 
 def metric_from_counts(summed: np.ndarray) -> np.ndarray:

@@ -76,10 +76,14 @@ def evaluate(
     batch_size: int,
     pad_token_id: int,
     progress_label: str | None = None,
-) -> EvaluationResult:
-    from quantsweep.evaluate import evaluate_model
+) -> tuple[EvaluationResult, np.ndarray]:
+    import time
 
-    return evaluate_model(session, rows, encoded, id2label, batch_size, pad_token_id, progress_label)
+    from quantsweep.evaluate import entity_counts, predict_word_labels, scores_of
+
+    start = time.perf_counter()
+    predictions = predict_word_labels(session, encoded, id2label, batch_size, pad_token_id, progress_label)
+    return scores_of(rows, encoded, predictions, start), entity_counts(rows.tags, predictions)
 
 
 def counts(
