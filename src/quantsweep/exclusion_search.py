@@ -669,7 +669,7 @@ def find_exclusions(
     result.chosen, result.chosen_f1, result.chosen_step = chosen.nodes, chosen.f1, chosen.step
     result.meets_budget = confirmations[-1].meets_budget if confirmations else chosen.meets_budget
     result.confirmations = confirmations
-    _scale_resolutions(result, settings.max_f1_drop)
+    _scale_resolutions(result)
     if timing:
         result.objective = settings.objective.value
         result.timing_shape, result.speed_seconds = timing.shape, timing.seconds
@@ -719,12 +719,12 @@ def _record(
     )
 
 
-def _scale_resolutions(result: ExclusionSearchResult, budget: float) -> None:
+def _scale_resolutions(result: ExclusionSearchResult) -> None:
     """The confirmation rows' resolution (from the first set confirmed), and both in held-out rows to ask for."""
     if result.confirmations:
         first = result.confirmations[0]
         result.confirm_resolution = resolution(
-            first.step, result.confirm_rows, first.f1_drop, first.f1_drop_bound, budget
+            first.step, result.confirm_rows, first.f1_drop, first.f1_drop_bound, result.max_f1_drop
         )
     for found, rows in (
         (result.resolution, result.search_rows),
@@ -734,7 +734,7 @@ def _scale_resolutions(result: ExclusionSearchResult, budget: float) -> None:
             found.holdout_samples_needed = math.ceil(found.rows_needed * result.holdout_samples / rows)
     confirming = result.confirm_resolution
     if confirming is not None and not confirming.resolved:
-        log.warning("Exclusion search: %s", confirming.warning("confirmation", budget))
+        log.warning("Exclusion search: %s", confirming.warning("confirmation", result.max_f1_drop))
 
 
 def _confirm(

@@ -101,11 +101,11 @@ def run(
             )
             original_counts = np.load(folder / _COUNTS_FILE)
         quantized_result, quantized_counts = score(quantized_session, "evaluate quantized")
-        drop = budget_drop(job, len(data), (original_counts, quantized_counts))
+        drop = budget_drop(job, (original_counts, quantized_counts))
     return Evaluations(original, quantized_result, original_session, quantized_session, settings, drop)
 
 
-def budget_drop(job: JobRun, rows: int, counts: tuple[np.ndarray, np.ndarray]) -> EvaluationDrop | None:
+def budget_drop(job: JobRun, counts: tuple[np.ndarray, np.ndarray]) -> EvaluationDrop | None:
     """exclusion=auto: the drop its budget is about, on the evaluation split, bounded as the search bounds its own.
 
     From the per-row counts of the passes that scored both models (the original's from
@@ -121,7 +121,7 @@ def budget_drop(job: JobRun, rows: int, counts: tuple[np.ndarray, np.ndarray]) -
     bound = drop_bound(counts[0], counts[1], cfg.exclusion.confidence, cfg.seed, metric=metric)
     return EvaluationDrop(
         metric=task.BUDGET_METRIC,
-        rows=rows,
+        rows=len(counts[0]),
         drop=round(drop, 6),
         bound=round(bound, 6),
         confidence=cfg.exclusion.confidence,
