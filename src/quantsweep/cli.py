@@ -23,6 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from quantsweep.config import GROUPS, ConfigError, RunConfig, register_configs
+from quantsweep.job_folder import JobLockedError, check_writable
 from quantsweep.results import ERROR_FILE
 
 log = logging.getLogger("quantsweep")
@@ -125,7 +126,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     job_dir = Path(hydra_cfg.runtime.output_dir)
-    scrub_saved_config(job_dir / hydra_cfg.output_subdir if hydra_cfg.output_subdir else None)
+    saved_config = job_dir / hydra_cfg.output_subdir if hydra_cfg.output_subdir else None
+    scrub_saved_config(saved_config)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        scrub_saved_config(Path(hydra_cfg.sweep.dir), "multirun.yaml")
+    # what Hydra saved for this very run, put back at the end if another run replaces it
+    config_files = {path: path.read_text(encoding="utf-8") for path in _yaml_files(saved_config)}
     choices = {g: str(hydra_cfg.runtime.choices.get(g)) for g in GROUPS if hydra_cfg.runtime.choices.get(g)}
     origin = reproduced_job()
     if origin is not None and not choices:
@@ -133,6 +139,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     try:
         run_config = to_run_config(cfg)
         check_choices(run_config, choices)
+        if run_config.cache:
+            check_writable(
+                Path(run_config.cache_dir),
+                "cache_dir",
+                "name a folder quantsweep may write, or set cache=false.",
+            )
         if not run_config.is_static:
             choices.pop("calibration", None)  # calibration plays no part in dynamic quantization
         from quantsweep.job import run_job
@@ -146,7 +158,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             {str(k): v for k, v in config_dict.items()},
             choices,
             reproduces=origin["source"] if origin is not None else None,
+            config_files=config_files,
         )
+    except JobLockedError as error:  # the folder is another run's: write nothing into it
+        log.error("%s", error)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            raise
+        print(f"\nquantsweep: {error}", file=sys.stderr)
+        sys.exit(2)
     except Exception as error:
         record_failure(job_dir, error)
         if not isinstance(error, _user_errors()):
@@ -250,15 +269,20 @@ def _redact_credentials(config: dict[Any, Any]) -> None:
         node["tracking_uri"] = redact_uri(node["tracking_uri"])
 
 
-def scrub_saved_config(folder: Path | None) -> None:
-    """Redact secret-looking values from the config files Hydra saved before the job started."""
+def _yaml_files(folder: Path | None, pattern: str = "*.yaml") -> list[Path]:
+    return sorted(folder.glob(pattern)) if folder is not None and folder.is_dir() else []
+
+
+def scrub_saved_config(folder: Path | None, pattern: str = "*.yaml") -> None:
+    """Redact secret-looking values from the config files Hydra saved before the job started.
+
+    A job's ``.hydra/*.yaml``, and a sweep's ``multirun.yaml`` (Hydra's sweeper writes it
+    before any job starts; each job scrubs it again, which costs a read when it is clean).
+    """
+    from quantsweep.results import atomic_write_text
     from quantsweep.tracking import SECRET_KEY, redact_uri
 
-    if folder is None or not folder.is_dir():
-        return
-    from quantsweep.results import atomic_write_text
-
-    for path in folder.glob("*.yaml"):
+    for path in _yaml_files(folder, pattern):
         lines = path.read_text(encoding="utf-8").splitlines()
         # secret-named keys, and the user:password@ of a URL (a tracking URI) wherever it stands
         scrubbed = [redact_uri(_scrub_line(line, SECRET_KEY)) for line in lines]

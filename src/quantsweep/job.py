@@ -13,11 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from quantsweep.config import RunConfig
+from quantsweep.job_folder import (
+    digest,
+    finish_superseding,
+    identity_of_run,
+    locked,
+    previous_run,
+    restore_saved_config,
+    supersede,
+)
 from quantsweep.results import (
     EXCLUSION_FILE,
     RESULTS_FILE,
     JobResults,
-    read_results,
     window_spread,
 )
 from quantsweep.stages import (
@@ -43,26 +51,41 @@ class JobOutcome:
     skipped: bool
 
 
-def finished(job_dir: Path) -> bool:
-    return (job_dir / RESULTS_FILE).is_file()
-
-
 def run_job(
     cfg: RunConfig,
     job_dir: Path,
     config_dict: dict[str, Any],
     choices: dict[str, str],
     reproduces: str | None = None,
+    config_files: dict[Path, str] | None = None,
 ) -> JobOutcome:
-    """Run the job into ``job_dir`` unless it already finished there (and ``force`` is off).
+    """Run the job into ``job_dir`` unless the folder holds this very job's results (and ``force`` is off).
 
-    ``reproduces`` names the job folder or MLflow run this job reruns (quantsweep-reproduce).
+    Under the folder's lock: results of another config, other code or another preset are
+    moved aside (naming what differs) before any work, as are those of a forced rerun.
+    ``reproduces`` names the job folder or MLflow run this job reruns (quantsweep-reproduce);
+    ``config_files`` are the files that record this run's config (Hydra's ``.hydra/``), put
+    back if another run replaced them meanwhile.
     """
-    if finished(job_dir) and not cfg.force:
-        log.info("Skipping %s: %s exists (force=true reruns it).", job_dir, RESULTS_FILE)
-        return JobOutcome(results=read_results(job_dir), skipped=True)
-    results = replace(execute(cfg, job_dir, config_dict, choices), reproduces=reproduces)
-    path = results.write(job_dir)
+    identity = identity_of_run(config_dict)
+    with locked(job_dir):
+        for path in finish_superseding(job_dir):
+            log.warning("Completed moving an interrupted run's files aside, to %s", path)
+        previous = previous_run(job_dir, identity, cfg.force)
+        if previous.reusable:
+            assert previous.results is not None
+            log.info("Skipping %s: its %s is this job's (force=true reruns it).", job_dir, RESULTS_FILE)
+            return JobOutcome(results=previous.results, skipped=True)
+        if previous.to_supersede:
+            moved = supersede(job_dir, previous)
+            log.warning(
+                "%s: %s; its files are moved to %s and the job runs again.", job_dir, previous.reason, moved
+            )
+        results = replace(
+            execute(cfg, job_dir, config_dict, choices), reproduces=reproduces, job_digest=digest(identity)
+        )
+        restore_saved_config(config_files or {})
+        path = results.write(job_dir)
     log.info("Wrote %s", path)
     print(summary_table(results))
     return JobOutcome(results=results.to_dict(), skipped=False)

@@ -11,6 +11,7 @@ import argparse
 import csv
 import io
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -752,6 +753,22 @@ def build_report(sweep_dir: Path, plots: bool = True) -> ReportFiles:
     return ReportFiles(card, table, written)
 
 
+def _check_output_folder(folder: Path, key: str) -> None:
+    """Refuse an output folder that cannot be written, in one paragraph, before Hydra creates it.
+
+    Hydra creates it before any job code runs and reports a failure as a traceback; from a
+    callback, the refusal can still be the same paragraph and exit code as a config error.
+    """
+    from quantsweep.config import ConfigError
+    from quantsweep.job_folder import check_writable
+
+    try:
+        check_writable(folder, key, f"name a folder quantsweep may write, e.g. {key}=outputs/mine.")
+    except ConfigError as error:
+        print(f"\nquantsweep: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
 class ReportCallback(Callback):
     """Keeps a sweep's report current: the card and CSV after every job, everything at the end.
 
@@ -770,9 +787,13 @@ class ReportCallback(Callback):
     def __init__(self) -> None:
         self._failed = False
 
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        _check_output_folder(Path(config.hydra.run.dir), "hydra.run.dir")
+
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         from quantsweep.tracking import check_tracking_server, redact_launcher_log
 
+        _check_output_folder(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
         redact_launcher_log()
         settings = self._mlflow(config)
         if settings is not None:

@@ -22,7 +22,8 @@ from quantsweep.tasks import DEFAULT_TASK, token_classification
 # schema <= 4 are token classification's, the one task there was, and read unchanged.
 # 6: exclusion_search's objective, speed, groups, confirmation and resolution, and eval_drop;
 # a schema-5 search read today is a fewest_fp32 search without them
-SCHEMA_VERSION = 6
+# 7: job_digest, the digest of what decides the job's numbers (quantsweep.job_folder)
+SCHEMA_VERSION = 7
 RESULTS_FILE = "results.json"
 # written instead of results.json when a job fails: "<ExceptionType>: <message>"
 ERROR_FILE = "error.txt"
@@ -497,6 +498,9 @@ class JobResults:
     eval_drop: EvaluationDrop | None = None
     # quantsweep-reproduce only: the job folder or MLflow run id this job reran
     reproduces: str | None = None
+    # the digest of what decides this job's numbers: the config less how-to-run keys, the code,
+    # the package versions, the preset (quantsweep.job_folder); None in files of schema <= 6
+    job_digest: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobResults:

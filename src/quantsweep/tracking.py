@@ -665,6 +665,8 @@ def _log_job(job_dir: Path, settings: MlflowConfig, sweep_dir: Path | None) -> s
     }
     if results.reproduces:
         tags["quantsweep.reproduces"] = str(results.reproduces)
+    if results.job_digest:  # equal digests: the same job (config, code, packages, preset), wherever it ran
+        tags["quantsweep.job_digest"] = results.job_digest
     if results.graph.nothing_quantized:
         tags["quantsweep.nothing_quantized"] = "true"
     if parent_id:

@@ -1,0 +1,266 @@
+"""A job folder's claims: which run its ``results.json`` describes, and who may write it.
+
+Hydra writes a job's ``.hydra/`` before the job starts, so a folder reused with another
+config, other code or another CPU preset would otherwise hold old numbers under a new
+config. Three rules keep a folder honest, and they live here together because each
+needs the others:
+
+- **identity**: a job's digest covers everything that changes what it computes or
+  measures (the resolved config less the keys that say how to run, the quantsweep source,
+  the tracked package versions, the instruction-set preset ``auto`` resolves to). A
+  folder's results are reused only for the same digest; otherwise the differing keys are
+  named and the job runs again.
+- **superseding**: before a rerun does any work, the previous run's files move to
+  ``superseded/<time>/`` (``results.json`` first, so that the folder stops claiming a
+  finished run at once; through a ``.partial`` folder that the next start completes, so a
+  kill at any point leaves the old run whole in one place and never beside new models).
+- **lock**: one process at a time runs a folder's job; a second one is refused and told
+  which process holds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from quantsweep.config import ConfigError, flatten
+from quantsweep.results import RESULTS_FILE, atomic_write_text, read_results
+
+log = logging.getLogger("quantsweep.job")
+
+# Keys that say how to run a job, not what it computes: changing them reuses its results.
+HOW_TO_RUN_KEYS = ("force", "cache", "cache_dir", "mlflow")
+SUPERSEDED_DIR = "superseded"
+LOCK_FILE = ".quantsweep.lock"
+# files a job folder keeps across runs: Hydra's record of the current config, the log Hydra
+# appends to (its handler holds the file open: moving it would send this run's log away)
+_KEPT = (".hydra", SUPERSEDED_DIR, LOCK_FILE)
+_PARTIAL = ".partial"
+
+
+def job_identity(
+    config: dict[str, Any],
+    code_sha256: str | None,
+    packages: dict[str, str],
+    instruction_set: str | None,
+) -> dict[str, Any]:
+    """What decides a job's numbers, as flat ``key -> value``: compared key by key across runs."""
+    flat = flatten(config, whole=("data_keys", "data_files"))
+    identity: dict[str, Any] = {
+        key: value for key, value in flat.items() if key.split(".", 1)[0] not in HOW_TO_RUN_KEYS
+    }
+    identity["code (quantsweep source digest)"] = code_sha256
+    identity["quantization preset (instruction set)"] = instruction_set
+    identity.update({f"package {name}": version for name, version in sorted(packages.items())})
+    return identity
+
+
+def identity_of_run(config: dict[str, Any]) -> dict[str, Any]:
+    """The identity of a job about to run here, from its resolved config and this machine."""
+    from quantsweep.environment import code_digest, detect_instruction_set, package_versions
+
+    preset = str(flatten(config).get("quantization.instruction_set", "auto"))
+    return job_identity(
+        config,
+        code_digest(),
+        package_versions(),
+        detect_instruction_set() if preset == "auto" else preset,
+    )
+
+
+def identity_of_results(results: dict[str, Any]) -> dict[str, Any]:
+    """The identity of the run a ``results.json`` records (any schema: missing facts compare as None)."""
+    environment = results.get("environment") or {}
+    return job_identity(
+        results.get("config") or {},
+        environment.get("code_sha256"),
+        environment.get("packages") or {},
+        (results.get("quantization") or {}).get("instruction_set"),
+    )
+
+
+def digest(identity: dict[str, Any]) -> str:
+    text = json.dumps(identity, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def differences(old: dict[str, Any], new: dict[str, Any], limit: int = 6) -> str:
+    """The keys whose values differ, as ``key: old -> new``, the first ``limit`` of them."""
+    changed = [key for key in sorted(old.keys() | new.keys()) if old.get(key) != new.get(key)]
+    shown = [f"{key}: {_short(old.get(key))} -> {_short(new.get(key))}" for key in changed[:limit]]
+    more = f" and {len(changed) - limit} more" if len(changed) > limit else ""
+    return "; ".join(shown) + more
+
+
+def _short(value: Any) -> str:
+    text = "(absent)" if value is None else json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class JobLockedError(RuntimeError):
+    """Another process is running this job folder's job; the message is for the user as is."""
+
+
+@contextlib.contextmanager
+def locked(job_dir: Path) -> Iterator[None]:
+    """Hold the job folder's lock for the block, or raise :class:`JobLockedError` at once.
+
+    An ``flock``: the kernel releases it when its holder exits, killed or not, so a crash
+    never leaves a folder locked. The file says who holds it, for the refusal's message.
+    """
+    job_dir.mkdir(parents=True, exist_ok=True)
+    path = job_dir / LOCK_FILE
+    with path.open("a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise JobLockedError(
+                f"The job folder {job_dir} is in use: {holder} is running its job, and two runs of one "
+                "folder would contend for the CPU in their timings and overwrite each other's files. "
+                "This run is refused and leaves the folder alone. Wait for that run to end (rerunning the "
+                "same command then skips the finished job), or give this run its own folder "
+                "(hydra.run.dir, or hydra.sweep.dir for a sweep)."
+            ) from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+            handle.write(f"process {os.getpid()} on {socket.gethostname()} (since {started})\n")
+            handle.flush()
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class Previous:
+    """What a job folder holds before its job runs."""
+
+    results: dict[str, Any] | None  # a finished run's results.json (None: none, or unreadable)
+    reusable: bool  # those results are this run's: skip the job
+    reason: str  # why the folder's files are set aside, for the log ("" when reusable or empty)
+
+    @property
+    def to_supersede(self) -> bool:
+        return not self.reusable and bool(self.reason)
+
+
+def previous_run(job_dir: Path, identity: dict[str, Any], force: bool) -> Previous:
+    """Whether the folder's results can stand for this run, and if not, why its files go aside."""
+    path = job_dir / RESULTS_FILE
+    if not path.is_file():
+        leftovers = _outputs(job_dir)
+        reason = (
+            f"an unfinished or failed run left {', '.join(p.name for p in leftovers[:4])}"
+            if leftovers
+            else ""
+        )
+        return Previous(None, False, reason)
+    try:
+        results = read_results(job_dir)
+    except (OSError, ValueError) as error:
+        return Previous(None, False, f"its {RESULTS_FILE} cannot be read ({error})")
+    recorded = results.get("job_digest") or digest(identity_of_results(results))
+    if force:
+        return Previous(results, False, "force=true")
+    if recorded == digest(identity):
+        return Previous(results, True, "")
+    changed = differences(identity_of_results(results), identity)
+    return Previous(results, False, f"they were computed with another configuration ({changed})")
+
+
+def supersede(job_dir: Path, previous: Previous) -> Path:
+    """Move the previous run's files to ``superseded/<time>/`` before any new work; returns it.
+
+    ``results.json`` moves first, so from the first rename on the folder no longer claims a
+    finished run. The files gather in a ``.partial`` folder renamed when complete; a kill in
+    between leaves that folder for :func:`finish_superseding` at the next start, when every
+    file but the kept ones is still the old run's (no new work has begun).
+    """
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H-%M-%S.%fZ")
+    partial = job_dir / SUPERSEDED_DIR / f"{stamp}{_PARTIAL}"
+    partial.mkdir(parents=True)
+    if previous.results is not None:
+        # Hydra has already overwritten .hydra/ with this run's config: keep the old one beside its results
+        atomic_write_text(
+            partial / ".hydra" / "config.yaml",
+            yaml.safe_dump(previous.results.get("config") or {}, sort_keys=False),
+        )
+    return _complete(job_dir, partial)
+
+
+def finish_superseding(job_dir: Path) -> list[Path]:
+    """Complete the moves a killed run left half done (before any new work starts)."""
+    folder = job_dir / SUPERSEDED_DIR
+    if not folder.is_dir():
+        return []
+    return [_complete(job_dir, partial) for partial in sorted(folder.glob(f"*{_PARTIAL}"))]
+
+
+def _outputs(job_dir: Path) -> list[Path]:
+    """The files of a run in the folder: all but the kept ones and the log, results.json first."""
+    if not job_dir.is_dir():
+        return []
+    found = [p for p in job_dir.iterdir() if p.name not in _KEPT and p.suffix != ".log"]
+    return sorted(found, key=lambda p: (p.name != RESULTS_FILE, p.name))
+
+
+def _complete(job_dir: Path, partial: Path) -> Path:
+    for path in _outputs(job_dir):
+        os.replace(path, partial / path.name)
+    final = partial.with_name(partial.name.removesuffix(_PARTIAL))
+    if final.exists():  # cannot happen with microsecond stamps, unless a clock steps back
+        shutil.rmtree(final)
+    partial.rename(final)
+    return final
+
+
+def restore_saved_config(files: dict[Path, str]) -> None:
+    """Write back the config files Hydra saved for this run, if another run has since replaced them.
+
+    A second run of the same folder is refused by the lock, but Hydra saved its ``.hydra/``
+    before the refusal: the running job puts its own back before it writes ``results.json``.
+    """
+    for path, text in files.items():
+        try:
+            current = path.read_text(encoding="utf-8")
+        except OSError:
+            current = None
+        if current != text:
+            atomic_write_text(path, text)
+
+
+def check_writable(folder: Path, key: str, allowed: str) -> None:
+    """Refuse, naming ``key``, a folder this process cannot create or write in, before any work.
+
+    Tried rather than predicted (``os.access`` says yes to root on a read-only mount): the
+    folder is created, as the job would create it anyway, and a temporary file opened in it.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ConfigError(
+            f"Invalid configuration: `{key}` is {str(folder)!r}, and quantsweep cannot write there "
+            f"({reason}{f': {error.filename}' if error.filename else ''}); {allowed}"
+        ) from None
