@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 from omegaconf import OmegaConf
 
-from quantsweep.report import CARD_FILE, CSV_FILE, PARETO_PLOT, ReportCallback
+from quantsweep.callback import ReportCallback
+from quantsweep.report import CARD_FILE, CSV_FILE, PARETO_PLOT
 from quantsweep.testing import run_module
 from quantsweep.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, UNREACHABLE_FILE
 from test_tracking import FAST, free_port
@@ -289,7 +290,7 @@ def test_a_server_that_is_down_costs_the_sweep_nothing_and_quantsweep_log_catche
             "mlflow": {"enabled": True, "tracking_uri": f"sqlite:///{blocked / 'db'}"},
         }
     )
-    caplog.set_level("WARNING", logger="quantsweep.report")
+    caplog.set_level("WARNING", logger="quantsweep.callback")
     ReportCallback().on_multirun_end(config)
     [upload] = [r for r in caplog.records if "Could not attach the sweep report" in r.getMessage()]
     assert upload.levelname == "WARNING"

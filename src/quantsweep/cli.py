@@ -186,7 +186,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 def track(job_dir: Path, run_config: RunConfig, sweep_dir: Path | None) -> None:
     """Log the finished job to MLflow; a tracking server that is down neither stalls nor fails it.
 
-    The server was checked at the start of the run or sweep (``ReportCallback``); a server
+    The server was checked at the start of the run or sweep (``callback.ReportCallback``); a server
     found down then is not waited on, and one that fails now is recorded as down, so the
     sweep's later jobs skip it too. The outage is announced once; the rest say how to log later.
     """
