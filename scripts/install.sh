@@ -15,8 +15,8 @@ rm -rf build src/*.egg-info
 echo "quantsweep installed in .venv/ ($(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("quantsweep"))'))"
 # An editable install maps packages through an import hook that Hydra's plugin scan
 # (pkgutil over the hydra_plugins namespace) does not see; put launchers/ on the path.
-case "${1:-}" in
--e*)
+case " ${1:-} " in
+*" -e "*)
   site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   echo "$PWD/launchers" >"$site/quantsweep-launchers.pth"
   ;;

@@ -21,6 +21,7 @@ import yaml
 
 import quantsweep.testing as tiny
 from quantsweep import job_folder
+from quantsweep.environment import detect_instruction_set
 from quantsweep.job_folder import (
     LOCK_FILE,
     SUPERSEDED_DIR,
@@ -130,6 +131,9 @@ def test_results_of_other_code_or_without_a_digest_are_not_this_runs(tmp_path):
         identity
     )
     assert digest(identity_of_results(recorded)) != digest(identity)
+    # `auto` and the preset it resolves to here are one job (reproduce pins the preset)
+    auto = {**config, "quantization": {"instruction_set": "auto"}}
+    assert (digest(identity_of_run(auto)) == digest(identity)) == (detect_instruction_set() == "avx2")
 
 
 @pytest.mark.parametrize("crash_at", [0, 1, 2, 3])
@@ -221,7 +225,9 @@ def test_kill_9_during_a_forced_rerun_leaves_the_old_run_whole_and_a_failed_reru
     (record,) = load_sweep(tmp_path).jobs
     assert not record.ok and record.error == (job / "error.txt").read_text().strip()
     kept, killed = superseded(job)
-    assert kept == old and (killed / "model_quantized.onnx").is_file() and not (killed / "results.json").exists()
+    assert (
+        kept == old and (killed / "model_quantized.onnx").is_file() and not (killed / "results.json").exists()
+    )
 
 
 @pytest.mark.slow

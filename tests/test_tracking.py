@@ -186,7 +186,10 @@ def test_reproduce_from_a_job_folder_and_from_an_mlflow_run(tmp_path, distilbert
     assert len(verdicts) == 2
     saved = json.loads((job / "results.json").read_text())
     new = json.loads((tmp_path / "again" / "results.json").read_text())
-    assert new["config"] == saved["config"] | {"mlflow": new["config"]["mlflow"]}
+    # reproduce pins the preset `auto` resolved to: the same job, so the same digest
+    pinned = saved["config"]["quantization"] | {"instruction_set": saved["quantization"]["instruction_set"]}
+    assert new["config"] == saved["config"] | {"mlflow": new["config"]["mlflow"], "quantization": pinned}
+    assert new["job_digest"] == saved["job_digest"]
     assert [new["quantized"][m] for m in ("precision", "recall", "f1", "accuracy")] == [
         saved["quantized"][m] for m in ("precision", "recall", "f1", "accuracy")
     ]

@@ -57,7 +57,11 @@ def job_name(overrides: Any, choices: Any = None) -> str:
         parts.append(overridden["calibration"])
     name = "-".join(p for p in parts if p) or "default"
     if others:
-        name += "-" + hashlib.sha256("\n".join(sorted(others)).encode()).hexdigest()[:8]
+        # hashed without credentials: a folder name must not let anyone test password guesses
+        from quantsweep.tracking import redact_uri
+
+        hashed = "\n".join(sorted(redact_uri(other) for other in others))
+        name += "-" + hashlib.sha256(hashed.encode()).hexdigest()[:8]
     return re.sub(r"[^A-Za-z0-9._=,+-]+", "_", name)[:200]
 
 

@@ -60,6 +60,8 @@ def job_identity(
 ) -> dict[str, Any]:
     """What decides a job's numbers, as flat ``key -> value``: compared key by key across runs."""
     flat = flatten(config, whole=("data_keys", "data_files"))
+    # `auto` and the preset it resolves to are the same job: the preset below stands for both
+    flat.pop("quantization.instruction_set", None)
     identity: dict[str, Any] = {
         key: value for key, value in flat.items() if key.split(".", 1)[0] not in HOW_TO_RUN_KEYS
     }

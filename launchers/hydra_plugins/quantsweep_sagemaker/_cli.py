@@ -27,7 +27,10 @@ from hydra_plugins.quantsweep_sagemaker._s3 import Store, caller_account
 
 
 def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    from quantsweep.tracking import redact_uri
+
+    # whatever a message quotes (an error's text, a record's content): no URL's user:password@
+    print(redact_uri(text), file=sys.stderr, flush=True)
 
 
 def _session(region: str | None) -> Any:
@@ -193,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = fetch(args.target, args.into, args.bucket_owner)
     except FetchError as error:
-        print(f"quantsweep-sagemaker fetch: {error}", file=sys.stderr)
+        _say(f"quantsweep-sagemaker fetch: {error}")
         code = 2
     sys.exit(code)
 

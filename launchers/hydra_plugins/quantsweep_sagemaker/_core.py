@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -185,6 +185,9 @@ def launch(
     config = launcher.config
     setup_globals()
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    # first, whatever is refused below: Hydra's sweeper saved the sweep's config here
+    scrub_multirun_yaml(sweep_dir)
     enabled, tracking_uri = _mlflow(config)
     # before anything is built, looked up or uploaded
     check(settings, tracking_uri, enabled)
@@ -194,7 +197,6 @@ def launch(
     _payload.task_reference(launcher.task_function)
     region = resolved_region(settings)
     assert region is not None
-    sweep_dir = Path(str(config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
 
@@ -241,6 +243,29 @@ def launch(
     if settings.dry_run:
         return _dry_run(planned, _install(settings, tracking_uri))
     return _run_remotely(launcher, planned, region, prefix, tracking_uri)
+
+
+MULTIRUN_YAML = "multirun.yaml"
+
+
+def scrub_multirun_yaml(sweep_dir: Path) -> None:
+    """The sweep's ``multirun.yaml`` with any URL's user:password@ as ``***@``.
+
+    Hydra's sweeper writes the sweep's config there, the overrides and a tracking URI's
+    credentials included, before it hands the launcher the jobs. quantsweep's task scrubs
+    it as each job starts, but this launcher's jobs start on SageMaker, in another folder:
+    the copy here would keep the password.
+    """
+    from quantsweep.results import atomic_write_text
+    from quantsweep.tracking import redact_uri
+
+    path = sweep_dir / MULTIRUN_YAML
+    if not path.is_file():
+        return
+    text = path.read_text(encoding="utf-8")
+    clean = redact_uri(text)
+    if clean != text:
+        atomic_write_text(path, clean)
 
 
 def _check_image_python(settings: SageMakerLauncherConf) -> None:
@@ -424,7 +449,7 @@ def _run_remotely(
         for j in planned
     ]
     launched = SweepRecord(region, prefix, store.owner, str(sweep_dir), jobs)
-    store.put_json(asdict(launched), launched.s3_uri)
+    store.put_json(launched.data(), launched.s3_uri)
     record = launched.after(SweepRecord.load(sweep_dir) if (sweep_dir / RECORD_FILE).is_file() else None)
     record.save(sweep_dir)
 
@@ -437,7 +462,8 @@ def _run_remotely(
         record.mark_home(job.name, home.record.relative_dir)
         record.save(sweep_dir)
         if home.record.status == "COMPLETED":
-            log_at_home(home.job_dir, sweep_dir, settings.mlflow_from_container)
+            # the URI as given: the job's own config keeps a password as ***@
+            log_at_home(home.job_dir, sweep_dir, settings.mlflow_from_container, tracking_uri)
         return home
 
     def finished(job: PlannedJob, outcome: Outcome[Home | None]) -> None:
@@ -495,9 +521,9 @@ def _job_return(job: PlannedJob, outcome: Outcome[Home | None], session: Any) ->
     ret.status = JobStatus.FAILED
     home = outcome.result
     if outcome.status == NOT_SUBMITTED:
-        ret.return_value = RuntimeError(f"SageMaker training job {job.name} was {outcome.reason}")
+        ret.return_value = _job_error(f"SageMaker training job {job.name} was {outcome.reason}")
     elif outcome.error is not None:
-        ret.return_value = RuntimeError(
+        ret.return_value = _job_error(
             f"SageMaker training job {job.name} ended {outcome.status}, and was not brought home: "
             f"{outcome.error}; its output stays at {outcome.output}; {fetch_hint(Path(str(job.config.hydra.sweep.dir)))}"
         )
@@ -510,8 +536,15 @@ def _job_return(job: PlannedJob, outcome: Outcome[Home | None], session: Any) ->
             ret.hydra_cfg.hydra.runtime.output_dir = str(home.job_dir)
     else:
         lines = last_log_lines(session, job.name)
-        ret.return_value = RuntimeError(
+        ret.return_value = _job_error(
             f"SageMaker training job {job.name} ended {outcome.status}: {outcome.reason}\nLast log lines:\n"
             + "\n".join(lines)
         )
     return ret
+
+
+def _job_error(text: str) -> RuntimeError:
+    """A failed job's error, which Hydra prints: it quotes SageMaker's reason and the job's log lines."""
+    from quantsweep.tracking import redact_uri
+
+    return RuntimeError(redact_uri(text))

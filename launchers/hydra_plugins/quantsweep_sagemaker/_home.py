@@ -87,11 +87,25 @@ class SweepRecord:
             )
         return cls.from_json(json.loads(path.read_text(encoding="utf-8")), str(path))
 
+    def data(self) -> dict[str, Any]:
+        """The record as written, locally and to S3: a job's overrides with any URL's user:password@ as ``***@``.
+
+        A tracking URI given as an override (``mlflow.tracking_uri=http://user:password@host``)
+        must not be kept in the sweep folder nor uploaded; a record of an earlier launch that
+        kept one loses it here too.
+        """
+        from quantsweep.tracking import redact_uri
+
+        data = asdict(self)
+        for job in data["jobs"]:
+            job["overrides"] = [redact_uri(str(o)) for o in job.get("overrides") or []]
+        return data
+
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / RECORD_FILE
         scratch = path.with_name(f".{path.name}.tmp")
-        scratch.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        scratch.write_text(json.dumps(self.data(), indent=2) + "\n", encoding="utf-8")
         os.replace(scratch, path)  # a kill mid-write leaves the old record, never half of one
 
     def job_prefix(self, job: dict[str, Any]) -> str:
@@ -156,8 +170,15 @@ def bring_home(store: Store, name: str, description: dict[str, Any], sweep_dir: 
     return Home(job_dir, record)
 
 
-def log_at_home(job_dir: Path, sweep_dir: Path, from_container: bool) -> None:
-    """Log a job brought home to MLflow, as ``quantsweep-log`` does; a failure is a warning, never lost work."""
+def log_at_home(job_dir: Path, sweep_dir: Path, from_container: bool, given_uri: str | None = None) -> None:
+    """Log a job brought home to MLflow, as ``quantsweep-log`` does; a failure is a warning, never lost work.
+
+    ``given_uri``: the tracking URI the launcher was given, credentials included. The job's
+    saved config keeps a URI's user:password@ as ``***@``; a job whose saved URI is the
+    redacted form of this one is logged with this one, so that a sweep logs to a
+    password-protected server as a local sweep does (``fetch`` later has no such URI: it
+    needs MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD).
+    """
     from quantsweep.results import RESULTS_FILE
     from quantsweep.tracking import (
         announce_unreachable,
@@ -177,6 +198,8 @@ def log_at_home(job_dir: Path, sweep_dir: Path, from_container: bool) -> None:
         settings = settings_from_job(job_dir)
         if not settings.enabled:
             return
+        if given_uri and settings.tracking_uri == redact_uri(given_uri):
+            settings.tracking_uri = given_uri  # in memory only: written nowhere, shown redacted
         uri = tracking_uri(settings)
         verdict = server_verdict(uri, sweep_dir)
         if verdict is not None:

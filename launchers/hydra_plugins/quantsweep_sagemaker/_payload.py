@@ -6,7 +6,9 @@ dir and subdir, choices), the input channels, and the task named by import path,
 ``module:qualname``. The container may run another Python than the user's: it rebuilds
 the config and imports the task by its path. A task in a module that no installed
 distribution provides (a script run as ``__main__``, a test's helper module) travels as
-its source file, as text, and the container imports it from that file.
+its source file, as text, and the container imports it from that file. The payload lies in
+the S3 bucket, so a URL's user:password@ anywhere in it (a tracking URI's) travels as
+``***@`` (:func:`without_credentials`).
 
 The container writes ``return.json`` beside the job folder: status, the job folder
 relative to the sweep folder, whether the job changed directory, and the return value
@@ -199,7 +201,7 @@ def job_payload(
 
     base = version.getbase()
     hydra = config.hydra
-    return {
+    payload = {
         "format": FORMAT,
         "task": task,
         "config": OmegaConf.to_container(config, resolve=False, enum_to_str=True),
@@ -218,6 +220,28 @@ def job_payload(
         "inputs": {key: {"channel": channel, "name": name} for key, (channel, name) in inputs.items()},
         "environment": dict(environment),
     }
+    return without_credentials(payload)
+
+
+def without_credentials(data: Any) -> Any:
+    """``data`` with every URL's user:password@ as ``***@``, in every string, keys included.
+
+    The payload lies in the S3 bucket, readable by whoever may read it there. A tracking
+    URI's credentials (``mlflow.tracking_uri``, and Hydra's copies of it: the task's
+    overrides, ``hydra.job.override_dirname``) stay home; the job never logs from the
+    container with them (``config.check`` refuses ``mlflow_from_container`` for such a
+    server), and its own saved config would blank them anyway. Home's code, so quantsweep's
+    redaction may be imported here.
+    """
+    from quantsweep.tracking import redact_uri
+
+    if isinstance(data, str):
+        return redact_uri(data)
+    if isinstance(data, dict):
+        return {without_credentials(k): without_credentials(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [without_credentials(v) for v in data]
+    return data
 
 
 def dumps(payload: dict[str, Any]) -> str:

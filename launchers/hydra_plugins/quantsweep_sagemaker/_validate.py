@@ -232,7 +232,10 @@ def describe(
     more = f" ({others} more problem{'s' if others > 1 else ''} in the same request.)" if others else ""
     nothing = " Nothing was uploaded or submitted."
     if dotted == JOB_NAME:
-        told = ", ".join(overrides) or "no overrides"
+        from quantsweep.tracking import redact_uri
+
+        # the overrides may hold a tracking URI with user:password@
+        told = redact_uri(", ".join(overrides)) or "no overrides"
         return (
             f"Invalid SageMaker training job name {first.value!r}: the launcher names each job "
             f"qs-<time>-<index>-<override values> (this one from {told}), and {source} says "

@@ -288,7 +288,10 @@ def stop_command(region: str, name: str) -> str:
 
 
 def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    from quantsweep.tracking import redact_uri
+
+    # whatever a message quotes (an error's text, a log line of the job): no URL's user:password@
+    print(redact_uri(text), file=sys.stderr, flush=True)
 
 
 def call(

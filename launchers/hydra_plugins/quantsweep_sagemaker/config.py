@@ -70,7 +70,9 @@ class SageMakerLauncherConf:
     wait: bool = True
     # MLflow is always logged at home, once a job's results are there (the same idempotent
     # path as quantsweep-log); true: the container logs too, as the job ends (it needs to
-    # reach the tracking server; a SageMaker MLflow ARN gets the sagemaker-mlflow plugin)
+    # reach the tracking server; a SageMaker MLflow ARN gets the sagemaker-mlflow plugin and
+    # authenticates as the role). Refused for a server that needs credentials (a URI's
+    # user:password@, MLFLOW_TRACKING_* here): nothing sent to SageMaker carries one.
     mlflow_from_container: bool = False
     # the AWS account that owns the S3 bucket; every S3 call passes it as ExpectedBucketOwner
     # (null: the account of the credentials in use)
@@ -142,14 +144,54 @@ def check(conf: Any, tracking_uri: str | None, mlflow_enabled: bool) -> None:
             conf.bucket_owner,
             "expected a 12-digit AWS account id, or null for your own account.",
         )
-    if conf.mlflow_from_container and not (mlflow_enabled and not is_local_tracking(tracking_uri)):
+    if conf.mlflow_from_container:
+        _check_container_tracking(tracking_uri, mlflow_enabled)
+
+
+# What MLflow's client reads for an http(s) server's credentials. A training job never gets
+# them: its Environment is shown by DescribeTrainingJob, its payload lies in the bucket.
+MLFLOW_CREDENTIAL_VARIABLES = (
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+)
+
+
+def _check_container_tracking(tracking_uri: str | None, mlflow_enabled: bool) -> None:
+    """``mlflow_from_container=true`` only where the container can log with what it is sent.
+
+    Only an http(s) server or a SageMaker MLflow ARN is reachable from a training job, and
+    the launcher sends no credential, so a server that needs a password (in the URI, or in
+    MLflow's variables here) cannot be logged to from the container. A SageMaker MLflow ARN
+    needs none: the job authenticates as the execution role.
+    """
+    from quantsweep.tracking import is_http, redact_uri
+
+    shown = redact_uri(str(tracking_uri)) if tracking_uri else "(the embedded store under outputs/)"
+    if not mlflow_enabled or is_local_tracking(tracking_uri):
         raise _fail(
             "mlflow_from_container",
             True,
             f"the container can only log to an http(s) tracking server or a SageMaker MLflow ARN, and the "
-            f"tracking URI is {tracking_uri or '(the embedded store under outputs/)'}"
-            f"{'' if mlflow_enabled else ' with mlflow.enabled=false'}: keep it false (every job is logged at "
-            "home anyway), or set mlflow.tracking_uri.",
+            f"tracking URI is {shown}{'' if mlflow_enabled else ' with mlflow.enabled=false'}: keep it false "
+            "(every job is logged at home anyway), or set mlflow.tracking_uri.",
+        )
+    uri = str(tracking_uri)
+    if not is_http(uri):
+        return  # a SageMaker MLflow ARN: the execution role's permissions, no password
+    given = [f"the user:password@ of `mlflow.tracking_uri` ({shown})"] if redact_uri(uri) != uri else []
+    given += [f"{name} (set here)" for name in MLFLOW_CREDENTIAL_VARIABLES if os.environ.get(name)]
+    if given:
+        raise _fail(
+            "mlflow_from_container",
+            True,
+            f"the container would need the tracking server's credentials, {' and '.join(given)}, and the "
+            "launcher sends no credential to SageMaker: a training job's payload lies in the S3 bucket and its "
+            "Environment is shown by DescribeTrainingJob, to anyone allowed to read either. Keep it false: every "
+            "job is logged to that server from this machine, with those credentials, as soon as its folder is "
+            "home. Or log to a SageMaker managed MLflow tracking server (mlflow.tracking_uri=arn:aws:sagemaker:"
+            "<region>:<account>:mlflow-tracking-server/<name>), which the container reaches with the execution "
+            "role's IAM permissions and no password.",
         )
 
 

@@ -34,6 +34,9 @@ class SageMakerLauncher(Launcher):
         try:
             return _core.launch(self, job_overrides, initial_job_idx)
         except (LauncherConfigError, BundleError, BucketError) as error:
-            # one paragraph for the user, not a traceback; nothing was uploaded yet
-            print(f"\nquantsweep: {error}", file=sys.stderr)
+            from quantsweep.tracking import redact_uri
+
+            # one paragraph for the user, not a traceback; nothing was uploaded yet. Redacted
+            # whatever the message quotes (a value, an override): no password is printed
+            print(f"\nquantsweep: {redact_uri(str(error))}", file=sys.stderr)
             raise SystemExit(2) from None
