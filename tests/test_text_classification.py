@@ -307,7 +307,9 @@ def test_text_pairs_reach_the_model_and_exclusion_auto_searches_on_macro_f1(
         "quantization=static",
         "exclusion=auto",
         "calibration.num_calibration_samples=60",
-        "exclusion.holdout_samples=60",
+        # 45 rows to search on and 30 to confirm on at confirm_fraction 0.4: at least
+        # MIN_BOOTSTRAP_ROWS each (train has 160 rows: 60 calibrate, 75 held out)
+        "exclusion.holdout_samples=75",
         "exclusion.sensitivity_samples=8",
         "exclusion.speed_seconds=0.1",
         f"hydra.run.dir={job}",

@@ -11,12 +11,15 @@ dataset or runtime is touched.
 
 from __future__ import annotations
 
+import difflib
+import math
 import posixpath
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from enum import Enum
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, ClassVar
 
 from quantsweep.tasks import TASKS
 
@@ -78,6 +81,103 @@ def _fail(key: str, value: Any, allowed: str) -> ConfigError:
     return ConfigError(f"Invalid configuration: `{key}` is {value!r}; {allowed}")
 
 
+# The fewest rows exclusion=auto decides on: the rows its search scores every candidate on,
+# and the rows it confirms the chosen set on (when `confirm_fraction` > 0). Its verdicts
+# are quantiles (0.95; 0.983 on confirmation) of a paired bootstrap over those rows, which
+# stand in for the sampling distribution of the metric's drop only when the rows are
+# enough for that drop to be roughly normal; on small samples bootstrap percentile bounds
+# are too narrow and hold too rarely. 30 is the usual rule of thumb for that. A floor, not
+# a sufficiency: whether the rows resolve the budget, the search reports (rows_needed).
+MIN_BOOTSTRAP_ROWS = 30
+
+# The largest `seed`: numpy's default_rng takes any non-negative integer, but its legacy
+# seeding (np.random.seed, RandomState) stops at 2**32 - 1; within that range a seed
+# recorded in results.json seeds every numpy generator.
+MAX_SEED = 2**32 - 1
+
+
+class _Section:
+    """A config section (each dataclass below): ``__post_init__`` refuses nan and inf in every
+    float field, then runs the section's own :meth:`check`.
+
+    Once for every key rather than key by key: nan compares false with every bound, so a
+    check such as ``duration <= 0`` lets it through (a timing loop that never ends, a time
+    limit that never fires), and inf passes every lower bound.
+    """
+
+    # the section's dotted prefix in the config, e.g. "benchmark"; "" for the root
+    KEY: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        _refuse_non_finite(self)
+        self.check()
+
+    def check(self) -> None:
+        """The section's own checks; every float is finite by then."""
+
+
+def _refuse_non_finite(section: Any) -> None:
+    prefix = f"{section.KEY}." if section.KEY else ""
+    for item in fields(section):
+        value = getattr(section, item.name)
+        entries = value if isinstance(value, list) else [value]
+        if not any(isinstance(v, float) and not math.isfinite(v) for v in entries):
+            continue
+        default = item.default if item.default is not MISSING else None
+        if item.default_factory is not MISSING:
+            default = item.default_factory()
+        nullable = ", or null" if "None" in str(item.type) else ""
+        raise _fail(
+            f"{prefix}{item.name}",
+            value,
+            "every numeric key takes a finite number, never nan or inf (they slip past range checks: a timing "
+            f"window of nan seconds never ends); give a finite number{nullable}; the default is "
+            f"{'null' if default is None else repr(default)}.",
+        )
+
+
+def _blank(value: Any) -> bool:
+    return isinstance(value, str) and not value.strip()
+
+
+def misspelt_pattern(entry: str) -> str | None:
+    """The exclusion pattern ``entry`` misspells, if it is none and cannot be a node name of an export.
+
+    Exporters name nodes with a scope path (``/bert/encoder/layer.0/output/Add``) or a
+    counter (``Add_12``), so an entry of letters and separators alone that is close to a
+    pattern name, or starts with one, is a typo of it (``LayerNorm``, ``layernrom``,
+    ``residuals``), caught before any export. Anything else may be a node name, which
+    only the exported graph can confirm.
+    """
+    if entry in EXCLUSION_PATTERNS or not re.fullmatch(r"[A-Za-z][A-Za-z _-]*", entry):
+        return None
+    folded = re.sub(r"[ _-]", "", entry.lower())
+    starts = [p for p in EXCLUSION_PATTERNS if folded.startswith(p)]
+    close = starts or difflib.get_close_matches(folded, EXCLUSION_PATTERNS, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def split_held_out(rows: int, confirm_fraction: float) -> tuple[int, int]:
+    """exclusion=auto's held-out rows as (rows the search scores on, rows kept back to confirm)."""
+    confirm = round(rows * confirm_fraction)
+    return rows - confirm, confirm
+
+
+def held_out_rows_needed(confirm_fraction: float) -> int:
+    """The fewest held-out rows that leave the search, and its confirmation, MIN_BOOTSTRAP_ROWS each."""
+    # lower bounds from the rounding in split_held_out; the loop finds the first count that holds
+    rows = max(
+        MIN_BOOTSTRAP_ROWS,
+        math.floor((MIN_BOOTSTRAP_ROWS - 0.5) / (1 - confirm_fraction)),
+        math.floor((MIN_BOOTSTRAP_ROWS - 0.5) / confirm_fraction) if confirm_fraction > 0 else 0,
+    )
+    while True:
+        search, confirm = split_held_out(rows, confirm_fraction)
+        if search >= MIN_BOOTSTRAP_ROWS and (confirm_fraction == 0 or confirm >= MIN_BOOTSTRAP_ROWS):
+            return rows
+        rows += 1
+
+
 class Approach(str, Enum):
     dynamic = "dynamic"
     static = "static"
@@ -90,8 +190,10 @@ class CalibrationMethod(str, Enum):
 
 
 @dataclass
-class QuantizationConfig:
+class QuantizationConfig(_Section):
     """Group ``quantization``: the approach and the integer types it uses."""
+
+    KEY: ClassVar[str] = "quantization"
 
     approach: Approach = Approach.dynamic
     # Which of optimum's per-instruction-set presets picks the integer types and
@@ -100,7 +202,7 @@ class QuantizationConfig:
     # None keeps the preset's choice.
     reduce_range: bool | None = None
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.instruction_set not in INSTRUCTION_SETS:
             raise _fail(
                 "quantization.instruction_set",
@@ -110,12 +212,14 @@ class QuantizationConfig:
 
 
 @dataclass
-class OperatorsConfig:
+class OperatorsConfig(_Section):
     """Group ``operators``: the ONNX op types the quantizer may touch."""
+
+    KEY: ClassVar[str] = "operators"
 
     operators_to_quantize: list[str] = field(default_factory=lambda: ["Add", "MatMul"])
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if not self.operators_to_quantize:
             raise _fail(
                 "operators.operators_to_quantize", [], "name at least one ONNX op type, e.g. [Add, MatMul]."
@@ -151,13 +255,15 @@ class SearchObjective(str, Enum):
 
 
 @dataclass
-class ExclusionConfig:
+class ExclusionConfig(_Section):
     """Group ``exclusion``: nodes kept in fp32, given by pattern or node name, or searched for.
 
     With ``auto`` the nodes are found by :mod:`quantsweep.exclusion_search`: the fastest
     (``objective=speed``) or the smallest (``fewest_fp32``) set whose static quantization
     loses at most ``max_f1_drop`` F1 on a held-out slice of the calibration split.
     """
+
+    KEY: ClassVar[str] = "exclusion"
 
     nodes: list[str] = field(default_factory=list)
     auto: bool = False
@@ -182,7 +288,8 @@ class ExclusionConfig:
     # held-out rows run through the fp32 and the QDQ model to rank nodes by SQNR
     sensitivity_samples: int = 32
     # the share of the held-out rows the search never scores on: the chosen set is
-    # confirmed on them (0: no confirmation; the search's own rows then report it)
+    # confirmed on them (0: no confirmation; the search's own rows then report it). Both
+    # parts need MIN_BOOTSTRAP_ROWS (check_rows; held_out_rows_needed: how many that takes)
     confirm_fraction: float = 0.4
     # objective=speed: [batch size, input length] every candidate is timed at against fp32;
     # null: batch 1 at the job's longest input length
@@ -198,10 +305,34 @@ class ExclusionConfig:
     def node_names(self) -> list[str]:
         return [n for n in self.nodes if n not in EXCLUSION_PATTERNS]
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         for key, entries in (("exclusion.nodes", self.nodes), ("exclusion.start_from", self.start_from)):
             if any(not isinstance(n, str) or not n.strip() for n in entries):
                 raise _fail(key, list(entries), "every entry must be a non-empty pattern or node name.")
+            twice = next((n for i, n in enumerate(entries) if n in entries[:i]), None)
+            if twice is not None:
+                raise _fail(
+                    key, list(entries), f"each pattern or node name may appear once ({twice!r} is twice)."
+                )
+            for entry in entries:
+                pattern = misspelt_pattern(entry)
+                if pattern is not None:
+                    raise _fail(
+                        key,
+                        list(entries),
+                        f"{entry!r} is not a pattern name, and too close to the pattern {pattern!r} to be a "
+                        f"node name of an export (exporters name nodes with a scope path or a counter, e.g. "
+                        f"/bert/encoder/layer.0/output/Add or Add_12). Pattern names are exact and lower-case: "
+                        f"{', '.join(EXCLUSION_PATTERNS)}; node names are checked against the exported graph.",
+                    )
+        if _blank(self.holdout_split):
+            raise _fail(
+                "exclusion.holdout_split",
+                self.holdout_split,
+                "use null (rows of the calibration split that calibration does not use) or a split's name.",
+            )
+        # start_from without the search is ignored, not refused: quantsweep-reproduce reruns a
+        # search's job with exclusion.auto=false and the chosen nodes, beside its start_from
         if not self.auto:
             return
         if self.nodes:
@@ -249,6 +380,7 @@ class ExclusionConfig:
                 "it is the share of the held-out rows kept back to confirm the chosen set: a number in "
                 "[0, 1), e.g. 0.4; 0 confirms on nothing.",
             )
+        self.check_rows(self.holdout_samples)
         if self.timing_shape is not None and (
             len(self.timing_shape) != 2 or any(not isinstance(v, int) or v <= 0 for v in self.timing_shape)
         ):
@@ -265,10 +397,40 @@ class ExclusionConfig:
                 "it must be a positive number of seconds of timing per model and candidate.",
             )
 
+    def check_rows(self, held_out: int) -> None:
+        """Refuse ``held_out`` rows that leave the search or its confirmation under MIN_BOOTSTRAP_ROWS.
+
+        Run on ``holdout_samples`` when the config is read, and on the rows really held out
+        once the data is loaded (before the export).
+        """
+        search, confirm = split_held_out(held_out, self.confirm_fraction)
+        needed = held_out_rows_needed(self.confirm_fraction)
+        floor = (
+            f"exclusion=auto judges its sets by a paired bootstrap over these rows, which needs at least "
+            f"{MIN_BOOTSTRAP_ROWS} rows to say anything"
+        )
+        if self.confirm_fraction > 0 and confirm < MIN_BOOTSTRAP_ROWS:
+            raise _fail(
+                "exclusion.confirm_fraction",
+                self.confirm_fraction,
+                f"of {held_out} held-out rows (exclusion.holdout_samples) it keeps back {confirm} to confirm the "
+                f"chosen set on; {floor}. At this fraction that takes exclusion.holdout_samples={needed} or more; "
+                f"or use confirm_fraction=0 to confirm on nothing.",
+            )
+        if search < MIN_BOOTSTRAP_ROWS:
+            raise _fail(
+                "exclusion.holdout_samples",
+                held_out,
+                f"at confirm_fraction={self.confirm_fraction} that leaves the search {search} rows to score every "
+                f"candidate on; {floor}. Use exclusion.holdout_samples={needed} or more.",
+            )
+
 
 @dataclass
-class CalibrationConfig:
+class CalibrationConfig(_Section):
     """Group ``calibration``: how static quantization learns activation ranges."""
+
+    KEY: ClassVar[str] = "calibration"
 
     method: CalibrationMethod = CalibrationMethod.minmax
     num_calibration_samples: int = 100
@@ -282,7 +444,7 @@ class CalibrationConfig:
     # rows of the calibration split fed to the calibrator at once
     batch_size: int = 8
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.num_calibration_samples <= 0:
             raise _fail(
                 "calibration.num_calibration_samples",
@@ -297,6 +459,16 @@ class CalibrationConfig:
             raise _fail("calibration.num_bins", self.num_bins, "it must be at least 2.")
         if self.num_quantized_bins < 2:
             raise _fail("calibration.num_quantized_bins", self.num_quantized_bins, "it must be at least 2.")
+        # ONNX Runtime's entropy calibrator tries thresholds from num_quantized_bins/2 to
+        # num_bins/2 bins around zero: with more quantized bins than bins it has none to try
+        # and fails with a numpy error after the export
+        if self.method is CalibrationMethod.entropy and self.num_quantized_bins > self.num_bins:
+            raise _fail(
+                "calibration.num_quantized_bins",
+                self.num_quantized_bins,
+                f"the entropy method merges calibration.num_bins={self.num_bins} histogram bins into this many, "
+                f"so it must be at most {self.num_bins} (or raise num_bins).",
+            )
         if self.batch_size <= 0:
             raise _fail("calibration.batch_size", self.batch_size, "it must be a positive integer.")
 
@@ -312,7 +484,7 @@ GROUPS = ("quantization", "operators", "exclusion", "calibration")
 
 
 @dataclass
-class DatasetConfig:
+class DatasetConfig(_Section):
     """Where the evaluation and calibration sentences come from.
 
     One source serves each split by name: a Hub dataset's split, a ``save_to_disk``
@@ -322,6 +494,8 @@ class DatasetConfig:
     where calibration or exclusion=auto's held-out rows would silently be drawn from the
     evaluation rows.
     """
+
+    KEY: ClassVar[str] = "dataset"
 
     # A Hub id; a local folder (a save_to_disk folder, <split>.txt/.conll/.jsonl/.parquet
     # files, the Hub's Parquet-conversion layout <config>/<split>/*.parquet, or the folder
@@ -342,16 +516,31 @@ class DatasetConfig:
     data_keys: Any = field(default_factory=lambda: {"primary": "tokens"})
     ref_keys: list[str] = field(default_factory=lambda: ["ner_tags"])
     calibration_split: str | None = "train"
+    # static quantization calibrates on rows of `calibration_split`; naming the evaluation
+    # split there is refused (the quantized model would be scored on the rows that set its
+    # ranges) unless this is true, which results.json's config then records
+    calibrate_on_eval_split: bool = False
     max_eval_samples: int | None = None
     # names of integer tags, in id order, for data that stores plain ids without
     # ClassLabel names; null means the CoNLL-2003 order
     label_names: list[str] | None = None
 
-    def __post_init__(self) -> None:
-        if not self.path:
+    def check(self) -> None:
+        if _blank(self.path):
             raise _fail(
                 "dataset.path", self.path, "give a Hub id, a save_to_disk folder or a local data file."
             )
+        if _blank(self.eval_split):
+            raise _fail(
+                "dataset.eval_split", self.eval_split, "name the split to evaluate on, e.g. validation."
+            )
+        for key, value, default in (
+            ("dataset.name", self.name, "no config name"),
+            ("dataset.revision", self.revision, "the default branch"),
+            ("dataset.calibration_split", self.calibration_split, "no calibration split"),
+        ):
+            if _blank(value):
+                raise _fail(key, value, f"use null ({default}) or a non-empty name.")
         if self.data_files is not None:
             self._check_data_files()
         if not isinstance(self.data_keys, Mapping) or not all(
@@ -362,6 +551,16 @@ class DatasetConfig:
                 self.data_keys,
                 "name the text columns as a mapping, e.g. dataset.data_keys={primary: tokens}.",
             )
+        if self.label_names is not None and not self.label_names:
+            # an empty list would read as "not given" and silently mean the default order
+            raise _fail(
+                "dataset.label_names",
+                [],
+                "use null (the column's ClassLabel names, or the CoNLL-2003 order for tags) or name the labels "
+                "in id order, e.g. dataset.label_names=[negative,positive].",
+            )
+        if self.label_names is not None and any(_blank(n) for n in self.label_names):
+            raise _fail("dataset.label_names", list(self.label_names), "every label name must be non-empty.")
         if self.label_names is not None and len(set(self.label_names)) != len(self.label_names):
             raise _fail("dataset.label_names", list(self.label_names), "each tag name may appear once.")
         if self.max_eval_samples is not None and self.max_eval_samples <= 0:
@@ -484,7 +683,9 @@ class DatasetConfig:
 
 
 @dataclass
-class FrameworkArgs:
+class FrameworkArgs(_Section):
+    KEY: ClassVar[str] = "framework_args"
+
     # null: the exporter's default opset for the architecture
     opset: int | None = 11
     # 0: export as is; 1: ONNX Runtime's basic graph optimizations (constant folding,
@@ -492,7 +693,7 @@ class FrameworkArgs:
     # that the quantizer cannot type-check, so they are refused rather than ignored.
     optimization_level: int = 1
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.optimization_level not in OPTIMIZATION_LEVELS:
             raise _fail(
                 "framework_args.optimization_level",
@@ -504,7 +705,9 @@ class FrameworkArgs:
 
 
 @dataclass
-class BenchmarkConfig:
+class BenchmarkConfig(_Section):
+    KEY: ClassVar[str] = "benchmark"
+
     batch_sizes: list[int] = field(default_factory=lambda: [1, 4, 8])
     input_lengths: list[int] = field(default_factory=lambda: [32, 64, 128])
     # seconds of timed forward passes per model and shape, split into alternating windows
@@ -516,7 +719,7 @@ class BenchmarkConfig:
     # intra-op threads of the timed sessions; null means one per physical core
     threads: int | None = None
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         for key, values in (
             ("benchmark.batch_sizes", self.batch_sizes),
             ("benchmark.input_lengths", self.input_lengths),
@@ -526,6 +729,11 @@ class BenchmarkConfig:
             bad = [v for v in values if v <= 0]
             if bad:
                 raise _fail(key, list(values), f"every entry must be a positive integer (got {bad[0]}).")
+            # a repeated entry would time its shapes twice, and their results and MLflow keys
+            # (time/bs<b>_len<n>/...) would collide
+            twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+            if twice is not None:
+                raise _fail(key, list(values), f"each entry may appear once ({twice} is repeated).")
         if self.duration <= 0:
             raise _fail("benchmark.duration", self.duration, "it must be a positive number of seconds.")
         if self.warmup < 0:
@@ -541,8 +749,10 @@ class BenchmarkConfig:
 
 
 @dataclass
-class MlflowConfig:
+class MlflowConfig(_Section):
     """Where finished jobs are logged. The job folder stays the source of truth."""
+
+    KEY: ClassVar[str] = "mlflow"
 
     enabled: bool = True
     # null: the embedded store, sqlite:///outputs/mlflow.db (artifacts in outputs/mlartifacts);
@@ -553,7 +763,7 @@ class MlflowConfig:
 
 
 @dataclass
-class RunConfig:
+class RunConfig(_Section):
     """Everything one quantization run needs; the root of the Hydra config."""
 
     task: str = "token-classification"
@@ -581,7 +791,7 @@ class RunConfig:
     # where cached work lives (relative paths: from the working directory)
     cache_dir: str = "outputs/cache"
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.task not in SUPPORTED_TASKS:
             raise _fail("task", self.task, f"supported: {', '.join(SUPPORTED_TASKS)}.")
         from quantsweep.tasks import get
@@ -625,13 +835,33 @@ class RunConfig:
         if self.exclusion.auto:
             holdout = self.exclusion.holdout_split or self.dataset.calibration_split
             if holdout == self.dataset.eval_split:
+                instead = (
+                    "name another split (null holds out rows of `dataset.calibration_split`, which is the "
+                    "evaluation split here)"
+                    if self.exclusion.holdout_split is None
+                    else "use null (rows of the calibration split that calibration does not use) or another split"
+                )
+                # never allowed, not even with dataset.calibrate_on_eval_split: the search's choice
+                # would be tested on the rows that chose it
                 raise _fail(
                     "exclusion.holdout_split",
                     holdout,
                     f"the search must not see the evaluation split (`{self.dataset.eval_split}`), or the metrics "
-                    "a job reports would no longer test the set it chose; use null (rows of the calibration split "
-                    "that calibration does not use) or another split.",
+                    f"a job reports would no longer test the set it chose; {instead}.",
                 )
+        if (
+            self.is_static
+            and self.dataset.calibration_split == self.dataset.eval_split
+            and not self.dataset.calibrate_on_eval_split
+        ):
+            raise _fail(
+                "dataset.calibration_split",
+                self.dataset.calibration_split,
+                "it is the evaluation split (`dataset.eval_split`), so static quantization would set its ranges on "
+                "the rows the quantized model is then scored on, and its metrics would flatter it. Name another "
+                "split (e.g. train), or set dataset.calibrate_on_eval_split=true to calibrate on them knowingly "
+                "(results.json's config records it).",
+            )
         # one local file serves one split: refuse it as a second one before any work
         self.dataset.check_split_sources(
             {
@@ -642,6 +872,17 @@ class RunConfig:
         )
         if self.eval_batch_size <= 0:
             raise _fail("eval_batch_size", self.eval_batch_size, "it must be a positive integer.")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise _fail(
+                "seed",
+                self.seed,
+                f"it seeds numpy's generators (row samples, bootstrap, timing inputs): use 0 to {MAX_SEED} "
+                "(2**32 - 1), the range every numpy seeding takes; numpy refuses negative seeds.",
+            )
+        if _blank(self.revision):
+            raise _fail(
+                "revision", self.revision, "use null (the default branch) or a branch, tag or commit."
+            )
         if self.framework_args.opset is not None:
             check_opset(self.framework_args.opset)
         if self.cache and not self.cache_dir:

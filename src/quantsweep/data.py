@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -381,6 +381,36 @@ def _tag_names_from_feature(feature: Any) -> list[str] | None:
     return list(names) if names else None
 
 
+def check_label_ids(
+    rows: Iterable[Sequence[int]], names: Sequence[str], where: str, per_word: bool = True
+) -> None:
+    """Refuse the first label id that names no label, with its row (and word) and value.
+
+    Ids index ``names``: a negative one would silently pick a label from the end (-1, the
+    last) or fail later with an IndexError (-100), and one past the end has no name.
+    ``where`` is the column, e.g. "the tag column 'ner_tags' of <source>".
+    """
+    noun = "tag" if per_word else "label"
+    for row, ids in enumerate(rows):
+        for word, value in enumerate(ids):
+            if 0 <= value < len(names):
+                continue
+            at = f"Row {row}" + (f" (word {word})" if per_word else "") + f" of {where}"
+            if value < 0:
+                raise DataError(
+                    f"{at} holds the id {value}: {noun} ids run from 0 to {len(names) - 1} ({list(names)}), and "
+                    "negative ids mark rows or words without a label (-1 in GLUE's test splits, -100 for "
+                    "sub-tokens a training loss ignores, in data already aligned to a tokenizer). quantsweep "
+                    "reads every row of the splits it loads with its label"
+                    + (", one tag per word" if per_word else "")
+                    + ", so name labelled splits, e.g. dataset.eval_split=validation."
+                )
+            raise DataError(
+                f"{at} holds the id {value}, but only {len(names)} {noun} names are known ({list(names)}); set "
+                "`dataset.label_names` to the full list in id order."
+            )
+
+
 def _tag_rows(
     cfg: DatasetConfig, raw_tags: Sequence[Sequence[Any]], names: list[str] | None, column: str, source: str
 ) -> tuple[list[list[str]], list[str]]:
@@ -398,12 +428,9 @@ def _tag_rows(
                 names,
             )
     if names is not None:
-        largest = max((int(t) for row in raw_tags for t in row), default=-1)
-        if largest >= len(names):
-            raise DataError(
-                f"The tag column {column!r} of {source} holds the id {largest}, but only {len(names)} tag names "
-                f"are known ({names}); set `dataset.label_names` to the full list in id order."
-            )
+        check_label_ids(
+            ([int(t) for t in row] for row in raw_tags), names, f"the tag column {column!r} of {source}"
+        )
         return [[names[int(t)] for t in row] for row in raw_tags], names
     tags = [list(row) for row in raw_tags]
     seen: dict[str, None] = {}

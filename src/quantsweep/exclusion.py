@@ -165,8 +165,16 @@ class ResolvedExclusion:
         return [pattern for pattern, members in self.by_pattern.items() if not members]
 
 
-def resolve_exclusions(model: onnx.ModelProto, entries: Iterable[str]) -> ResolvedExclusion:
-    """Resolve pattern names and check explicit node names against ``model``."""
+def resolve_exclusions(
+    model: onnx.ModelProto, entries: Iterable[str], key: str = "exclusion.nodes"
+) -> ResolvedExclusion:
+    """Resolve pattern names and check explicit node names against ``model``.
+
+    ``key`` is the config key the entries come from (``exclusion.start_from`` for the
+    search's starting set), named when one of them is neither a pattern nor a node. Only
+    the exported graph knows its node names, so this check comes after the export; the
+    config already refused entries that can only be misspelt patterns.
+    """
     index = GraphIndex(model)
     by_pattern: dict[str, list[str]] = {}
     explicit: list[str] = []
@@ -179,7 +187,7 @@ def resolve_exclusions(model: onnx.ModelProto, entries: Iterable[str]) -> Resolv
             close = difflib.get_close_matches(entry, list(index.by_name), n=3)
             hint = f" Closest node names: {', '.join(close)}." if close else ""
             raise ExclusionError(
-                f"Invalid configuration: `exclusion.nodes` contains {entry!r}, which is neither a pattern "
+                f"Invalid configuration: `{key}` contains {entry!r}, which is neither a pattern "
                 f"({', '.join(EXCLUSION_PATTERNS)}) nor the name of a node in the exported graph.{hint}"
             )
     return ResolvedExclusion(by_pattern=by_pattern, explicit=explicit)

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from quantsweep.config import ExclusionConfig, SearchObjective, SearchStrategy
+from quantsweep.config import ExclusionConfig, SearchObjective, SearchStrategy, split_held_out
 from quantsweep.exclusion_speed import (
     Speed,
     SpeedProbe,
@@ -446,7 +446,8 @@ class HeldOutRows:
         """(rows the search scores on, the last ``fraction`` of them kept back to confirm); rows are shuffled already."""
         from dataclasses import replace
 
-        confirm = round(len(self.encoded) * fraction)
+        # the same split the config's check counted (ExclusionConfig.check_rows)
+        _, confirm = split_held_out(len(self.encoded), fraction)
         if confirm == 0 or confirm == len(self.encoded):
             return self, None
         cut = len(self.encoded) - confirm

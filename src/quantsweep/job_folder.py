@@ -253,16 +253,21 @@ def restore_saved_config(files: dict[Path, str]) -> None:
 def check_writable(folder: Path, key: str, allowed: str) -> None:
     """Refuse, naming ``key``, a folder this process cannot create or write in, before any work.
 
-    Tried rather than predicted (``os.access`` says yes to root on a read-only mount): the
-    folder is created, as the job would create it anyway, and a temporary file opened in it.
+    Tried rather than predicted (``os.access`` says yes to root on a read-only mount): a
+    temporary file is opened in the folder, or in its nearest existing parent when it does
+    not exist yet, so that the check itself creates nothing.
     """
+    existing = folder.absolute()
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "Not a directory", str(existing))
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise ConfigError(
             f"Invalid configuration: `{key}` is {str(folder)!r}, and quantsweep cannot write there "
-            f"({reason}{f': {error.filename}' if error.filename else ''}); {allowed}"
+            f"({reason}, trying to write in {existing}); {allowed}"
         ) from None

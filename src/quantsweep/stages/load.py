@@ -63,6 +63,12 @@ def _calibration_rows(job: JobRun) -> tuple[TaskRows, TaskRows | None]:
 
     cfg = job.cfg
     assert cfg.dataset.calibration_split is not None
+    if cfg.dataset.calibration_split == cfg.dataset.eval_split:  # allowed by dataset.calibrate_on_eval_split
+        log.warning(
+            "Calibrating on the evaluation split %s (dataset.calibrate_on_eval_split=true): the quantized "
+            "model is scored on rows that may have set its ranges, so its metrics may flatter it.",
+            cfg.dataset.eval_split,
+        )
     full = job.task.load(cfg.dataset, cfg.dataset.calibration_split)
     calibration = sample_rows(full, cfg.calibration.num_calibration_samples, cfg.seed)
     if len(calibration) < cfg.calibration.num_calibration_samples:
@@ -87,7 +93,14 @@ def _calibration_rows(job: JobRun) -> tuple[TaskRows, TaskRows | None]:
 
 
 def check_input_lengths(cfg: RunConfig, model_config: Any, tokenizer: Any) -> None:
-    """Refuse timing shapes the model cannot take, before the export rather than after it."""
+    """Refuse timing shapes the model cannot take, before the export rather than after it.
+
+    Both the benchmark's lengths and, for ``exclusion=auto``'s speed objective, the shape
+    every candidate is timed at (``exclusion.timing_shape``; its default, the longest
+    benchmark length, is covered by the first check).
+    """
+    from quantsweep.config import SearchObjective
+
     limits = {
         "max_position_embeddings in its config.json": getattr(model_config, "max_position_embeddings", None),
         "model_max_length of its tokenizer": getattr(tokenizer, "model_max_length", None),
@@ -105,12 +118,35 @@ def check_input_lengths(cfg: RunConfig, model_config: Any, tokenizer: Any) -> No
             f"{cfg.model_name_or_path} accepts at most {limit} tokens ({what}), so {too_long} cannot be timed. "
             f"Use lengths up to {limit}, e.g. benchmark.input_lengths={allowed}."
         )
+    shape = cfg.exclusion.timing_shape
+    timed = cfg.exclusion.auto and cfg.exclusion.objective is SearchObjective.speed
+    if timed and shape is not None and shape[1] > limit:
+        raise ConfigError(
+            f"Invalid configuration: `exclusion.timing_shape` is {list(shape)}, but {cfg.model_name_or_path} "
+            f"accepts at most {limit} tokens ({what}), so candidates cannot be timed at length {shape[1]}. "
+            f"Use a length up to {limit}, e.g. exclusion.timing_shape=[{shape[0]},{limit}], or null for batch 1 "
+            "at the longest `benchmark.input_lengths`."
+        )
 
 
 def check_holdout(cfg: RunConfig, split_rows: int, calibration_rows: int, holdout_rows: int) -> None:
-    """Refuse a search whose held-out slice would be short, before any heavy work."""
+    """Refuse a search whose held-out slice would be short, before any heavy work.
+
+    Short of ``exclusion.holdout_samples``, or (the rows really held out, as the config
+    counted them) leaving the search or its confirmation under MIN_BOOTSTRAP_ROWS.
+    """
+    from quantsweep.config import MIN_BOOTSTRAP_ROWS, held_out_rows_needed
+
     if holdout_rows >= cfg.exclusion.holdout_samples:
+        cfg.exclusion.check_rows(holdout_rows)
         return
+    fraction = cfg.exclusion.confirm_fraction
+    needed = held_out_rows_needed(fraction)
+    floor = (
+        f" Its paired bootstrap needs at least {needed} held-out rows at confirm_fraction={fraction} "
+        f"({MIN_BOOTSTRAP_ROWS} to search on"
+        + (f" and {MIN_BOOTSTRAP_ROWS} to confirm on)." if fraction else ").")
+    )
     split = cfg.exclusion.holdout_split or cfg.dataset.calibration_split
     if calibration_rows:
         where = (
@@ -127,5 +163,5 @@ def check_holdout(cfg: RunConfig, split_rows: int, calibration_rows: int, holdou
     raise ConfigError(
         f"Invalid configuration: `exclusion.holdout_samples` is {cfg.exclusion.holdout_samples}; "
         f"exclusion=auto judges F1 on {where} (never the evaluation split, so that its metrics stay an "
-        "honest test)."
+        f"honest test).{floor}"
     )

@@ -66,6 +66,7 @@ def run(job: JobRun, inputs: Inputs, exported: ExportedModel) -> Plan:
         exclusion = resolve_exclusions(
             onnx.load(str(exported.onnx_path)),
             cfg.exclusion.start_from if cfg.exclusion.auto else cfg.exclusion.nodes,
+            "exclusion.start_from" if cfg.exclusion.auto else "exclusion.nodes",
         )
         for pattern in exclusion.empty_patterns:
             log.warning("Exclusion pattern %r matched no node in this graph; it excludes nothing.", pattern)

@@ -145,7 +145,7 @@ def _label_names(
     cfg: DatasetConfig, raw: list[Any], names: list[str] | None, source: str
 ) -> tuple[list[str], list[str]]:
     """Each row's label by name, and the label names: ClassLabel's, ``dataset.label_names``, or the strings."""
-    from quantsweep.data import DataError
+    from quantsweep.data import DataError, check_label_ids
 
     if all(isinstance(v, str) for v in raw):
         return list(raw), sorted(set(raw))
@@ -160,18 +160,10 @@ def _label_names(
             f"The label column {cfg.ref_keys[0]!r} of {source} holds integer ids without names (no ClassLabel); "
             "set `dataset.label_names` to the label names in id order, e.g. dataset.label_names=[negative,positive]."
         )
-    if any(int(v) < 0 for v in raw):
-        # GLUE's test splits: -1 means "no label published"
-        raise DataError(
-            f"The label column {cfg.ref_keys[0]!r} of {source} holds negative ids (unlabelled rows, as in GLUE's "
-            "test splits); evaluate on a labelled split, e.g. dataset.eval_split=validation."
-        )
-    largest = max(int(v) for v in raw)
-    if largest >= len(names):
-        raise DataError(
-            f"The label column {cfg.ref_keys[0]!r} of {source} holds the id {largest}, but only {len(names)} label "
-            f"names are known ({names}); set `dataset.label_names` to the full list in id order."
-        )
+    # GLUE's test splits hold -1 ("no label published"): refused with the row, as an id past the names
+    check_label_ids(
+        ([int(v)] for v in raw), names, f"the label column {cfg.ref_keys[0]!r} of {source}", per_word=False
+    )
     return [names[int(v)] for v in raw], list(names)
 
 
