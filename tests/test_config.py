@@ -200,6 +200,13 @@ def test_job_names_come_from_group_choices():
     assert (
         job_name(["quantization=static", "calibration=entropy"], choices) == "static-add_matmul-none-entropy"
     )
+    # how to run a job (MLflow, the cache) does not name its folder, as it does not change its digest
+    assert job_name(
+        ["mlflow.enabled=false", "cache_dir=/tmp/c", "mlflow.tracking_uri=http://h"], choices
+    ) == ("dynamic-add_matmul-none")
+    # the hash of other overrides never depends on a credential in them
+    secret = [job_name([f"dataset.path=https://alice:{pw}@host/data"], choices) for pw in ("one", "two")]
+    assert secret[0] == secret[1] != "dynamic-add_matmul-none"
 
 
 def test_help_lists_groups_and_imports_no_heavy_library():

@@ -97,6 +97,16 @@ def test_a_rerun_with_another_config_moves_the_old_run_aside_and_a_resume_skips(
     assert 'quantization.approach: "dynamic" -> "static"' in log
     assert "moved to" in second.stdout + second.stderr + log
 
+    # the old run's log went with it; the live log starts with this run
+    assert (old / "quantsweep.log").read_text().count("Wrote ") == 1 and log.count("Wrote ") == 1
+
+    # refused before it takes the folder over (a config error): the finished run stays, with its config
+    refused = quantsweep(tmp_path, *args, "quantization=dynamic", "seed=-1", check=False)
+    assert refused.returncode == 2 and "`seed` is -1" in refused.stderr
+    assert results(job)["config"]["quantization"]["approach"] == "static"
+    assert saved_config(job)["quantization"]["approach"] == "static" and saved_config(job)["seed"] == 42
+    assert not (job / "error.txt").exists()
+
     # the same command again: the finished job is skipped, nothing moves
     stamp = (job / "results.json").stat().st_mtime_ns
     quantsweep(tmp_path, *args, "quantization=static", "calibration.num_calibration_samples=16")
@@ -174,8 +184,10 @@ def test_a_move_aside_killed_part_way_is_completed_at_the_next_start(tmp_path, m
     (moved,) = superseded(job)
     assert {name: (moved / name).read_text() for name in old} == old
     assert not (job / "results.json").exists() and not (job / "model.onnx").exists()
-    # Hydra's record and the log stay in the folder
-    assert (job / ".hydra" / "config.yaml").is_file() and (job / "quantsweep.log").read_text() == "old log\n"
+    # Hydra's record stays; the log's old lines went with their run, the live file (Hydra's handler
+    # appends to it) stays, emptied
+    assert (job / ".hydra" / "config.yaml").is_file() and (job / "quantsweep.log").read_text() == ""
+    assert (moved / "quantsweep.log").read_text() == "old log\n"
 
 
 @pytest.mark.slow
@@ -264,6 +276,36 @@ def test_a_second_run_of_a_locked_folder_is_refused_and_the_first_keeps_its_conf
     assert results(job)["config"]["quantization"]["approach"] == "dynamic"
     assert saved_config(job)["quantization"]["approach"] == "dynamic"
     assert not (job / "error.txt").exists() and not superseded(job)
+
+
+def test_only_the_files_a_job_writes_are_moved_aside(tmp_path):
+    job = tmp_path / "job"
+    (job / "sub").mkdir(parents=True)
+    (job / "keep.txt").write_text("the user's")
+    (job / "mlflow.db").write_text("a store")
+    for name in ("results.json", "model.onnx", "model.onnx_data", "exclusion.yaml", ".results.json.x1.tmp"):
+        (job / name).write_text("{}")
+    previous = previous_run(job, {"seed": 2}, force=False)
+    moved = supersede(job, previous)
+    assert sorted(p.name for p in moved.iterdir() if p.name != ".hydra") == sorted(
+        [".results.json.x1.tmp", "exclusion.yaml", "model.onnx", "model.onnx_data", "results.json"]
+    )
+    assert sorted(p.name for p in job.iterdir()) == ["keep.txt", "mlflow.db", "sub", SUPERSEDED_DIR]
+    # a folder holding only someone else's files holds no run to move
+    assert not previous_run(job, {"seed": 2}, force=False).to_supersede
+
+
+def test_a_failed_sweep_jobs_overrides_are_printed_without_credentials(tmp_path):
+    from hydra.core.utils import JobReturn
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from quantsweep.callback import ReportCallback
+
+    config = OmegaConf.create({"hydra": {"mode": RunMode.MULTIRUN, "sweep": {"dir": str(tmp_path)}}})
+    ret = JobReturn(overrides=["mlflow.tracking_uri=http://alice:s3cr3t@127.0.0.1:5000", "seed=1"])
+    ReportCallback().on_job_end(config, ret)  # Hydra prints ret.overrides when the job failed
+    assert "s3cr3t" not in str(ret.overrides) and "seed=1" in ret.overrides
 
 
 def test_the_lock_refuses_another_process_and_is_free_once_released(tmp_path):

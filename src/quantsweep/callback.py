@@ -83,6 +83,11 @@ class ReportCallback(Callback):
 
         if config.hydra.mode != RunMode.MULTIRUN:
             return
+        if getattr(job_return, "overrides", None):
+            from quantsweep.tracking import redact_uri
+
+            # Hydra prints a failed job's overrides to stderr ("Error executing job with overrides")
+            job_return.overrides = [redact_uri(str(override)) for override in job_return.overrides]
         self._failed = self._failed or getattr(job_return, "status", None) == JobStatus.FAILED
         self._build(config, complete=self._failed)
 

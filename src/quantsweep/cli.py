@@ -22,14 +22,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from quantsweep.config import GROUPS, ConfigError, RunConfig, register_configs
-from quantsweep.job_folder import JobLockedError, check_writable
-from quantsweep.results import ERROR_FILE
+from quantsweep.config import GROUPS, ConfigError, RunConfig, is_how_to_run, register_configs
+from quantsweep.job_folder import JobLockedError, align_saved_config, check_writable
+from quantsweep.results import ERROR_FILE, RESULTS_FILE
 
 log = logging.getLogger("quantsweep")
-
-# Overrides that say how to run, not what: they do not name the job folder.
-_UNNAMED_KEYS = ("experiment", "force", "cache", "cache_dir")
 
 
 def job_name(overrides: Any, choices: Any = None) -> str:
@@ -45,7 +42,8 @@ def job_name(overrides: Any, choices: Any = None) -> str:
     for override in list(overrides or []):
         key, _, value = str(override).partition("=")
         key = key.lstrip("+~")
-        if key in _UNNAMED_KEYS or key.startswith("hydra"):
+        # how to run it, a sweep's definition (its values arrive as overrides), Hydra's own settings
+        if is_how_to_run(key) or key == "experiment" or key.startswith("hydra"):
             continue
         if key in GROUPS:
             overridden[key] = value
@@ -165,13 +163,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             config_files=config_files,
         )
     except JobLockedError as error:  # the folder is another run's: write nothing into it
+        align_saved_config(job_dir)
         log.error("%s", error)
         if hydra_cfg.mode == RunMode.MULTIRUN:
             raise
         print(f"\nquantsweep: {error}", file=sys.stderr)
         sys.exit(2)
-    except Exception as error:
-        record_failure(job_dir, error)
+    except BaseException as error:  # Ctrl-C included: the folder must still describe one run
+        if (job_dir / RESULTS_FILE).is_file():
+            # stopped before the job took the folder over: its finished run stays, with its own config
+            align_saved_config(job_dir)
+        elif isinstance(error, Exception):
+            record_failure(job_dir, error)
         if not isinstance(error, _user_errors()):
             raise
         log.error("%s", error)
@@ -307,10 +310,11 @@ def _scrub_line(line: str, secret: re.Pattern[str]) -> str:
 
 
 def record_failure(job_dir: Path, error: BaseException) -> None:
-    """Leave the error beside the job's config, so a sweep report can list it."""
+    """Leave the error beside the job's config, so a sweep report can list it (credentials redacted)."""
     from quantsweep.results import atomic_write_text
+    from quantsweep.tracking import redact_uri
 
-    atomic_write_text(job_dir / ERROR_FILE, f"{type(error).__name__}: {error}\n")
+    atomic_write_text(job_dir / ERROR_FILE, redact_uri(f"{type(error).__name__}: {error}\n"))
 
 
 def main() -> None:

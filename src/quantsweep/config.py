@@ -481,6 +481,13 @@ class CalibrationConfig(_Section):
 PARQUET_CONVERSION_REVISION = "refs/convert/parquet"
 # the config groups a sweep varies, in the order job names, run names and card tables show them
 GROUPS = ("quantization", "operators", "exclusion", "calibration")
+# Keys that say how to run a job, not what it computes or measures (a key or a section):
+# they neither name its folder, nor change its job_digest, nor show in a card as a parameter.
+HOW_TO_RUN_KEYS = ("force", "cache", "cache_dir", "mlflow")
+
+
+def is_how_to_run(dotted_key: str) -> bool:
+    return dotted_key.split(".", 1)[0] in HOW_TO_RUN_KEYS
 
 
 @dataclass

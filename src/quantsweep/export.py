@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quantsweep.results import ExportFacts, atomic_write_text
+from quantsweep.results import ONNX_FILE, ExportFacts, atomic_write_text
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
@@ -73,7 +73,6 @@ def optimize_graph(source: Path, target: Path, level: int) -> str:
     return "onnxruntime ORT_ENABLE_BASIC (offline)"
 
 
-ONNX_FILE = "model.onnx"
 _INFO_FILE = "export.json"
 
 

@@ -81,10 +81,14 @@ def run_job(
             log.warning(
                 "%s: %s; its files are moved to %s and the job runs again.", job_dir, previous.reason, moved
             )
-        results = replace(
-            execute(cfg, job_dir, config_dict, choices), reproduces=reproduces, job_digest=digest(identity)
-        )
-        restore_saved_config(config_files or {})
+        try:
+            results = replace(
+                execute(cfg, job_dir, config_dict, choices),
+                reproduces=reproduces,
+                job_digest=digest(identity),
+            )
+        finally:  # finished or failed, the folder's .hydra/ is this run's, not a refused one's
+            restore_saved_config(config_files or {})
         path = results.write(job_dir)
     log.info("Wrote %s", path)
     print(summary_table(results))

@@ -13,7 +13,8 @@ needs the others:
 - **superseding**: before a rerun does any work, the previous run's files move to
   ``superseded/<time>/`` (``results.json`` first, so that the folder stops claiming a
   finished run at once; through a ``.partial`` folder that the next start completes, so a
-  kill at any point leaves the old run whole in one place and never beside new models).
+  kill at any point loses nothing of the old run and never leaves its results beside new
+  models). Only the files a job writes move (``results.JOB_FILES``); others are left alone.
 - **lock**: one process at a time runs a folder's job; a second one is refused and told
   which process holds it.
 """
@@ -37,18 +38,21 @@ from typing import Any
 
 import yaml
 
-from quantsweep.config import ConfigError, flatten
-from quantsweep.results import RESULTS_FILE, atomic_write_text, read_results
+from quantsweep.config import ConfigError, flatten, is_how_to_run
+from quantsweep.results import (
+    JOB_FILES,
+    ONNX_FILE,
+    QUANTIZED_FILE,
+    RESULTS_FILE,
+    atomic_write_text,
+    read_results,
+)
 
 log = logging.getLogger("quantsweep.job")
 
-# Keys that say how to run a job, not what it computes: changing them reuses its results.
-HOW_TO_RUN_KEYS = ("force", "cache", "cache_dir", "mlflow")
 SUPERSEDED_DIR = "superseded"
 LOCK_FILE = ".quantsweep.lock"
-# files a job folder keeps across runs: Hydra's record of the current config, the log Hydra
-# appends to (its handler holds the file open: moving it would send this run's log away)
-_KEPT = (".hydra", SUPERSEDED_DIR, LOCK_FILE)
+SAVED_CONFIG = Path(".hydra") / "config.yaml"
 _PARTIAL = ".partial"
 
 
@@ -62,9 +66,7 @@ def job_identity(
     flat = flatten(config, whole=("data_keys", "data_files"))
     # `auto` and the preset it resolves to are the same job: the preset below stands for both
     flat.pop("quantization.instruction_set", None)
-    identity: dict[str, Any] = {
-        key: value for key, value in flat.items() if key.split(".", 1)[0] not in HOW_TO_RUN_KEYS
-    }
+    identity: dict[str, Any] = {key: value for key, value in flat.items() if not is_how_to_run(key)}
     identity["code (quantsweep source digest)"] = code_sha256
     identity["quantization preset (instruction set)"] = instruction_set
     identity.update({f"package {name}": version for name, version in sorted(packages.items())})
@@ -202,11 +204,33 @@ def supersede(job_dir: Path, previous: Previous) -> Path:
     partial.mkdir(parents=True)
     if previous.results is not None:
         # Hydra has already overwritten .hydra/ with this run's config: keep the old one beside its results
-        atomic_write_text(
-            partial / ".hydra" / "config.yaml",
-            yaml.safe_dump(previous.results.get("config") or {}, sort_keys=False),
-        )
+        atomic_write_text(partial / SAVED_CONFIG, _config_yaml(previous.results))
+    # the log goes with its run; Hydra's handler appends to the live file, so it is emptied, not moved
+    for log_file in job_dir.glob("*.log"):
+        shutil.copy2(log_file, partial / log_file.name)
+        with log_file.open("r+b") as handle:
+            handle.truncate(0)
     return _complete(job_dir, partial)
+
+
+def _config_yaml(results: dict[str, Any]) -> str:
+    return yaml.safe_dump(results.get("config") or {}, sort_keys=False)
+
+
+def align_saved_config(job_dir: Path) -> None:
+    """Make ``.hydra/config.yaml`` the config of the finished run still in the folder, if one is.
+
+    Hydra saves a run's config before any job code runs; a run refused or stopped before it
+    took the folder over (a config error, a held lock, Ctrl-C) would otherwise leave its
+    config beside another run's results.
+    """
+    try:
+        results = read_results(job_dir)
+    except (OSError, ValueError):
+        return
+    config = job_dir / SAVED_CONFIG
+    if config.parent.is_dir():
+        atomic_write_text(config, _config_yaml(results))
 
 
 def finish_superseding(job_dir: Path) -> list[Path]:
@@ -217,11 +241,20 @@ def finish_superseding(job_dir: Path) -> list[Path]:
     return [_complete(job_dir, partial) for partial in sorted(folder.glob(f"*{_PARTIAL}"))]
 
 
+def _is_output(name: str) -> bool:
+    """A file a job writes: one of JOB_FILES, a model's external data, an atomic write's leftover."""
+    return (
+        name in JOB_FILES
+        or name.startswith((f"{ONNX_FILE}.", f"{ONNX_FILE}_", f"{QUANTIZED_FILE}.", f"{QUANTIZED_FILE}_"))
+        or any(name.startswith(f".{file}.") and name.endswith(".tmp") for file in JOB_FILES)
+    )
+
+
 def _outputs(job_dir: Path) -> list[Path]:
-    """The files of a run in the folder: all but the kept ones and the log, results.json first."""
+    """The files of a run in the folder, results.json first; anything else there is not quantsweep's to move."""
     if not job_dir.is_dir():
         return []
-    found = [p for p in job_dir.iterdir() if p.name not in _KEPT and p.suffix != ".log"]
+    found = [p for p in job_dir.iterdir() if p.is_file() and _is_output(p.name)]
     return sorted(found, key=lambda p: (p.name != RESULTS_FILE, p.name))
 
 
@@ -229,8 +262,10 @@ def _complete(job_dir: Path, partial: Path) -> Path:
     for path in _outputs(job_dir):
         os.replace(path, partial / path.name)
     final = partial.with_name(partial.name.removesuffix(_PARTIAL))
-    if final.exists():  # cannot happen with microsecond stamps, unless a clock steps back
-        shutil.rmtree(final)
+    suffix = 1
+    while final.exists():  # only if the clock stepped back: never replace a superseded run
+        final = partial.with_name(f"{partial.name.removesuffix(_PARTIAL)}-{suffix}")
+        suffix += 1
     partial.rename(final)
     return final
 
@@ -239,7 +274,7 @@ def restore_saved_config(files: dict[Path, str]) -> None:
     """Write back the config files Hydra saved for this run, if another run has since replaced them.
 
     A second run of the same folder is refused by the lock, but Hydra saved its ``.hydra/``
-    before the refusal: the running job puts its own back before it writes ``results.json``.
+    before the refusal: the running job puts its own back when it ends, finished or failed.
     """
     for path, text in files.items():
         try:

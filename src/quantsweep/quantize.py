@@ -23,7 +23,7 @@ import numpy as np
 from quantsweep.config import CalibrationConfig, CalibrationMethod
 from quantsweep.data import EncodedSentence, length_sorted_batches
 from quantsweep.environment import detect_instruction_set
-from quantsweep.results import GraphFacts, QuantizationFacts
+from quantsweep.results import QUANTIZED_FILE, GraphFacts, QuantizationFacts
 
 if TYPE_CHECKING:
     import onnx
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
 log = logging.getLogger(__name__)
-
-QUANTIZED_FILE = "model_quantized.onnx"
 
 
 @dataclass

@@ -30,6 +30,12 @@ ERROR_FILE = "error.txt"
 # exclusion=auto only: the chosen nodes as a config group file, and the search's plot
 EXCLUSION_FILE = "exclusion.yaml"
 SENSITIVITY_PLOT = "sensitivity.png"
+# the optimized fp32 model and the quantized one (ONNX external data, if any, beside them
+# as <name>.data or <name>_data)
+ONNX_FILE = "model.onnx"
+QUANTIZED_FILE = "model_quantized.onnx"
+# every file a job writes into its folder: what a rerun moves aside, and nothing else
+JOB_FILES = (RESULTS_FILE, ERROR_FILE, ONNX_FILE, QUANTIZED_FILE, EXCLUSION_FILE, SENSITIVITY_PLOT)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

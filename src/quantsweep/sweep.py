@@ -15,12 +15,9 @@ from typing import Any
 
 import yaml
 
-from quantsweep.config import GROUPS, flatten
+from quantsweep.config import GROUPS, flatten, is_how_to_run
 from quantsweep.results import ERROR_FILE, RESULTS_FILE, JobResults
 from quantsweep.tasks import DEFAULT_TASK, Task, get
-
-# Keys that say how a job ran, not what it measured.
-_IGNORED_KEYS = ("force", "cache", "cache_dir")
 
 
 @dataclass
@@ -88,7 +85,7 @@ def load_sweep(path: Path) -> Sweep:
         # every config has had `task`; a file without one could only be token classification's
         config = {"task": DEFAULT_TASK, **config}
         # data_keys is a small mapping that reads better whole, as the seed card shows it
-        flat = {k: v for k, v in flatten(config, whole=("data_keys",)).items() if k not in _IGNORED_KEYS}
+        flat = {k: v for k, v in flatten(config, whole=("data_keys",)).items() if not is_how_to_run(k)}
         jobs.append(JobRecord(folder.name, folder, flat, results, error))
     if not jobs:
         raise FileNotFoundError(f"{path} holds no job folders (subfolders with .hydra/config.yaml).")

@@ -302,7 +302,7 @@ def _dry_run(planned: list[PlannedJob], install: str) -> list[JobReturn]:
     returns = []
     for job in planned:
         ret = JobReturn()
-        ret.overrides = job.overrides
+        ret.overrides = _shown_overrides(job)
         ret.cfg = job.config
         ret.hydra_cfg = job.config
         # Hydra's sweepers read every job's return value; a dry run has none to give
@@ -492,6 +492,13 @@ def _run_remotely(
     return [returns[job.name] for job in planned if job.name in returns]
 
 
+def _shown_overrides(job: PlannedJob) -> list[str]:
+    """The overrides as Hydra prints them for a failed job ("Error executing job with overrides"), redacted."""
+    from quantsweep.tracking import redact_uri
+
+    return [redact_uri(override) for override in job.overrides]
+
+
 def _base_return(job: PlannedJob) -> JobReturn:
     """A JobReturn as Hydra's run_job makes them: the task config, and the hydra node apart."""
     import copy
@@ -499,7 +506,7 @@ def _base_return(job: PlannedJob) -> JobReturn:
     from omegaconf import OmegaConf, read_write
 
     ret = JobReturn()
-    ret.overrides = job.overrides
+    ret.overrides = _shown_overrides(job)
     ret.cfg = copy.deepcopy(job.config)
     with read_write(ret.cfg), open_dict(ret.cfg):
         del ret.cfg["hydra"]
