@@ -340,3 +340,19 @@ def test_an_unwritable_cache_or_output_folder_is_one_paragraph(tmp_path):
         assert f"`{key}` is '{blocker}/" in message and "cannot write there" in message
         assert "Traceback" not in result.stderr
     assert not list(tmp_path.rglob("results.json"))
+
+
+def test_a_run_brought_home_moves_another_runs_files_aside_and_the_same_run_twice_moves_nothing(tmp_path):
+    from quantsweep.job_folder import make_room
+
+    job, incoming = tmp_path / "job", tmp_path / "incoming"
+    job.mkdir()
+    incoming.mkdir()
+    (job / "results.json").write_text('{"config": {"exclusion": {"auto": true}}}')
+    (job / "exclusion.yaml").write_text("nodes: [a]")  # an auto run's file the new run does not write
+    (incoming / "results.json").write_text('{"config": {"exclusion": {"auto": false}}}')
+    moved = make_room(job, incoming / "results.json")
+    assert moved is not None and (moved / "exclusion.yaml").is_file() and (moved / "results.json").is_file()
+    assert not list(job.glob("*.yaml")) and not (job / "results.json").exists()
+    (job / "results.json").write_text((incoming / "results.json").read_text())
+    assert make_room(job, incoming / "results.json") is None and (job / "results.json").is_file()

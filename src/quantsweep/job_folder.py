@@ -233,6 +233,32 @@ def align_saved_config(job_dir: Path) -> None:
         atomic_write_text(config, _config_yaml(results))
 
 
+def make_room(job_dir: Path, incoming_results: Path) -> Path | None:
+    """Before a run computed elsewhere (a SageMaker job brought home) is copied into ``job_dir``,
+    move aside the files of any other run there, so that none of them stays beside it.
+
+    Bringing the same run home twice (``quantsweep-sagemaker fetch`` after the launcher)
+    moves nothing: its ``results.json`` is byte for byte the one already there.
+    """
+    current = job_dir / RESULTS_FILE
+    if (
+        current.is_file()
+        and incoming_results.is_file()
+        and current.read_bytes() == incoming_results.read_bytes()
+    ):
+        return None
+    finish_superseding(job_dir)
+    results: dict[str, Any] | None = None
+    if current.is_file():
+        try:
+            results = read_results(job_dir)
+        except (OSError, ValueError):
+            results = None
+    if not _outputs(job_dir):
+        return None
+    return supersede(job_dir, Previous(results, False, "replaced by a run brought home"))
+
+
 def finish_superseding(job_dir: Path) -> list[Path]:
     """Complete the moves a killed run left half done (before any new work starts)."""
     folder = job_dir / SUPERSEDED_DIR

@@ -166,6 +166,11 @@ def bring_home(store: Store, name: str, description: dict[str, Any], sweep_dir: 
                 f"{artifacts}: {RETURN} names the folder {record.relative_dir!r}, not one of the sweep's."
             )
         if (unpacked / "job").is_dir():
+            from quantsweep.job_folder import make_room
+            from quantsweep.results import RESULTS_FILE
+
+            # an earlier run's files in the folder (another config, a failed try) go aside, not under the new ones
+            make_room(job_dir, unpacked / "job" / RESULTS_FILE)
             shutil.copytree(unpacked / "job", job_dir, dirs_exist_ok=True)
     return Home(job_dir, record)
 
