@@ -129,11 +129,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     job_dir = Path(hydra_cfg.runtime.output_dir)
     saved_config = job_dir / hydra_cfg.output_subdir if hydra_cfg.output_subdir else None
-    scrub_saved_config(saved_config)
+    from quantsweep.tracking import MULTIRUN_YAML, scrub_config_files, yaml_files
+
+    scrub_config_files(saved_config)
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        scrub_saved_config(Path(hydra_cfg.sweep.dir), "multirun.yaml")
+        scrub_config_files(Path(hydra_cfg.sweep.dir), MULTIRUN_YAML)
     # what Hydra saved for this very run, put back at the end if another run replaces it
-    config_files = {path: path.read_text(encoding="utf-8") for path in _yaml_files(saved_config)}
+    config_files = {path: path.read_text(encoding="utf-8") for path in yaml_files(saved_config)}
     choices = {g: str(hydra_cfg.runtime.choices.get(g)) for g in GROUPS if hydra_cfg.runtime.choices.get(g)}
     origin = reproduced_job()
     if origin is not None and not choices:
@@ -274,39 +276,6 @@ def _redact_credentials(config: dict[Any, Any]) -> None:
     node = config.get("mlflow")
     if isinstance(node, dict) and isinstance(node.get("tracking_uri"), str):
         node["tracking_uri"] = redact_uri(node["tracking_uri"])
-
-
-def _yaml_files(folder: Path | None, pattern: str = "*.yaml") -> list[Path]:
-    return sorted(folder.glob(pattern)) if folder is not None and folder.is_dir() else []
-
-
-def scrub_saved_config(folder: Path | None, pattern: str = "*.yaml") -> None:
-    """Redact secret-looking values from the config files Hydra saved before the job started.
-
-    A job's ``.hydra/*.yaml``, and a sweep's ``multirun.yaml`` (Hydra's sweeper writes it
-    before any job starts; each job scrubs it again, which costs a read when it is clean).
-    """
-    from quantsweep.results import atomic_write_text
-    from quantsweep.tracking import SECRET_KEY, redact_uri
-
-    for path in _yaml_files(folder, pattern):
-        lines = path.read_text(encoding="utf-8").splitlines()
-        # secret-named keys, and the user:password@ of a URL (a tracking URI) wherever it stands
-        scrubbed = [redact_uri(_scrub_line(line, SECRET_KEY)) for line in lines]
-        if scrubbed != lines:
-            atomic_write_text(path, "\n".join(scrubbed) + "\n")
-
-
-def _scrub_line(line: str, secret: re.Pattern[str]) -> str:
-    """Blank the value of every `key: value` or `key=value` whose key names a secret."""
-
-    def blank(match: re.Match[str]) -> str:
-        key = match.group(1)
-        return f"{key}{match.group(2)}'***'" if secret.search(key) else match.group(0)
-
-    value = r"('[^']*'|\"[^\"]*\"|[^,\s]+)"
-    line = re.sub(r"([\w.+~-]+)(=)" + value, blank, line)  # overrides: a=b,c=d
-    return re.sub(r"([\w.+~-]+)(: )" + value, blank, line)  # YAML: key: value
 
 
 def record_failure(job_dir: Path, error: BaseException) -> None:

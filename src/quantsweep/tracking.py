@@ -104,6 +104,41 @@ def redact(flat: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# Hydra's record of a sweep's config, in the sweep folder
+MULTIRUN_YAML = "multirun.yaml"
+
+
+def yaml_files(folder: Path | None, pattern: str = "*.yaml") -> list[Path]:
+    return sorted(folder.glob(pattern)) if folder is not None and folder.is_dir() else []
+
+
+def scrub_config_files(folder: Path | None, pattern: str = "*.yaml") -> None:
+    """Redact secret-looking values from the config files Hydra saved before any job code ran.
+
+    A job's ``.hydra/*.yaml``, and a sweep's ``multirun.yaml`` (Hydra's sweeper writes it
+    before it hands the launcher the jobs: the SageMaker launcher scrubs it then, and each
+    local job again as it starts, which costs a read when it is clean).
+    """
+    for path in yaml_files(folder, pattern):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        # secret-named keys, and the user:password@ of a URL (a tracking URI) wherever it stands
+        scrubbed = [redact_uri(_scrub_line(line, SECRET_KEY)) for line in lines]
+        if scrubbed != lines:
+            atomic_write_text(path, "\n".join(scrubbed) + "\n")
+
+
+def _scrub_line(line: str, secret: re.Pattern[str]) -> str:
+    """Blank the value of every `key: value` or `key=value` whose key names a secret."""
+
+    def blank(match: re.Match[str]) -> str:
+        key = match.group(1)
+        return f"{key}{match.group(2)}'***'" if secret.search(key) else match.group(0)
+
+    value = r"('[^']*'|\"[^\"]*\"|[^,\s]+)"
+    line = re.sub(r"([\w.+~-]+)(=)" + value, blank, line)  # overrides: a=b,c=d
+    return re.sub(r"([\w.+~-]+)(: )" + value, blank, line)  # YAML: key: value
+
+
 def redact_uri(text: str) -> str:
     """``http://user:password@host`` shown as ``http://***@host``."""
     return _URL_CREDENTIALS.sub("***@", text)

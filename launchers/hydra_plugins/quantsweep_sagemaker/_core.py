@@ -186,8 +186,11 @@ def launch(
     setup_globals()
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     sweep_dir = Path(str(config.hydra.sweep.dir))
-    # first, whatever is refused below: Hydra's sweeper saved the sweep's config here
-    scrub_multirun_yaml(sweep_dir)
+    from quantsweep.tracking import MULTIRUN_YAML, scrub_config_files
+
+    # first, whatever is refused below: Hydra's sweeper saved the sweep's config here, credentials
+    # included, and this launcher's jobs never start here to scrub it as local jobs do
+    scrub_config_files(sweep_dir, MULTIRUN_YAML)
     enabled, tracking_uri = _mlflow(config)
     # before anything is built, looked up or uploaded
     check(settings, tracking_uri, enabled)
@@ -243,29 +246,6 @@ def launch(
     if settings.dry_run:
         return _dry_run(planned, _install(settings, tracking_uri))
     return _run_remotely(launcher, planned, region, prefix, tracking_uri)
-
-
-MULTIRUN_YAML = "multirun.yaml"
-
-
-def scrub_multirun_yaml(sweep_dir: Path) -> None:
-    """The sweep's ``multirun.yaml`` with any URL's user:password@ as ``***@``.
-
-    Hydra's sweeper writes the sweep's config there, the overrides and a tracking URI's
-    credentials included, before it hands the launcher the jobs. quantsweep's task scrubs
-    it as each job starts, but this launcher's jobs start on SageMaker, in another folder:
-    the copy here would keep the password.
-    """
-    from quantsweep.results import atomic_write_text
-    from quantsweep.tracking import redact_uri
-
-    path = sweep_dir / MULTIRUN_YAML
-    if not path.is_file():
-        return
-    text = path.read_text(encoding="utf-8")
-    clean = redact_uri(text)
-    if clean != text:
-        atomic_write_text(path, clean)
 
 
 def _check_image_python(settings: SageMakerLauncherConf) -> None:
