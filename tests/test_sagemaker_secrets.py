@@ -44,13 +44,13 @@ from typing import Any
 
 import pytest
 
-import quantsweep
 from quantsweep.testing import run_module
 from sagemaker_harness import ContainerImage, FakeSageMaker
 
 # the checkout whose code is imported (the bundle is built from it): a baseline copy on
 # PYTHONPATH is tested whole, container included
-PROJECT = Path(quantsweep.__file__).resolve().parents[2]
+# the checkout the tests run from (the package itself may be an installed wheel)
+PROJECT = Path(__file__).resolve().parents[1]
 FAST = [
     "quantization=dynamic",
     "benchmark.duration=0.02",
