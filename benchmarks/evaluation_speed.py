@@ -66,11 +66,11 @@ def main() -> None:
     from transformers import AutoConfig, AutoTokenizer, pipeline
 
     from quantsweep.config import DatasetConfig
-    from quantsweep.data import encode_sentences, load_split
     from quantsweep.demo.assets import prepare
-    from quantsweep.evaluate import evaluate_model, score
     from quantsweep.export import export_model
     from quantsweep.sessions import SessionSettings, create_session
+    from quantsweep.tasks.token_classification.rows import encode_sentences, load_split
+    from quantsweep.tasks.token_classification.scoring import evaluate_model, score
 
     root = args.demo_root.resolve()
     prepare(root)

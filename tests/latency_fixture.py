@@ -44,8 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from quantsweep.batching import EncodedSentence
 from quantsweep.config import CalibrationConfig
-from quantsweep.data import EncodedSentence
 from quantsweep.quantize import (
     CalibrationBatches,
     QuantizationRequest,

@@ -9,7 +9,8 @@ import pytest
 
 from quantsweep import testing as tiny
 from quantsweep.config import ConfigError, DatasetConfig, RunConfig
-from quantsweep.data import DataError, TaggedSentences, load_split, read_conll, sample_rows
+from quantsweep.data import DataError, read_conll, sample_rows
+from quantsweep.tasks.token_classification.rows import TaggedSentences, load_split
 
 
 @pytest.fixture(autouse=True)

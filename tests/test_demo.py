@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from quantsweep.config import DatasetConfig
-from quantsweep.data import load_split, read_conll
+from quantsweep.data import read_conll
 from quantsweep.demo.corpus import EVAL_CLAUSES, LABELS, SPLITS, TRAIN_CLAUSES, generate_split, write_corpus
+from quantsweep.tasks.token_classification.rows import load_split
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from quantsweep.environment import code_digest, git_commit, int8_instruction_sets
 
 
@@ -40,10 +42,26 @@ def test_git_commit_names_a_checkout_only_for_the_code_git_tracks(tmp_path):
 
 
 def test_code_digest_follows_the_named_modules_source():
-    evaluation = code_digest(("quantsweep.evaluate",))
-    assert evaluation == code_digest(("quantsweep.evaluate",))
-    assert evaluation != code_digest(("quantsweep.export",))
-    assert code_digest() not in (evaluation, code_digest(("quantsweep.export",)))
+    scoring = code_digest(("quantsweep.tasks.token_classification.scoring",))
+    assert scoring == code_digest(("quantsweep.tasks.token_classification.scoring",))
+    assert scoring != code_digest(("quantsweep.export",))
+    assert code_digest() not in (scoring, code_digest(("quantsweep.export",)))
+
+
+def test_code_digest_of_a_package_covers_every_module_in_it(tmp_path, monkeypatch):
+    """Code that moves from ``<name>.py`` into a package's modules stays in the cache key."""
+    import quantsweep.environment as environment
+
+    package = tmp_path / "quantsweep"
+    shutil.copytree(environment._package_dir(), package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(environment, "_package_dir", lambda: package)
+    before = code_digest(("quantsweep.tasks",))
+    module = code_digest(("quantsweep.tasks.token_classification.scoring",))
+    (package / "tasks" / "token_classification" / "scoring.py").write_text("# changed\n")
+    assert code_digest(("quantsweep.tasks",)) != before
+    assert code_digest(("quantsweep.tasks.token_classification.scoring",)) != module
+    with pytest.raises(FileNotFoundError, match=r"quantsweep\.evaluate"):
+        code_digest(("quantsweep.evaluate",))
 
 
 def test_instruction_sets_are_read_from_the_cpu_flags():

@@ -18,8 +18,10 @@ from transformers import AutoTokenizer
 
 from quantsweep import testing as tiny
 from quantsweep.config import DatasetConfig
-from quantsweep.data import encode_sentences, load_split
-from quantsweep.evaluate import (
+from quantsweep.sessions import SessionSettings, create_session
+from quantsweep.tasks import get
+from quantsweep.tasks.token_classification.rows import encode_sentences, load_split
+from quantsweep.tasks.token_classification.scoring import (
     LabelMismatchError,
     check_labels,
     evaluate_model,
@@ -27,8 +29,6 @@ from quantsweep.evaluate import (
     predict_word_labels,
     score,
 )
-from quantsweep.sessions import SessionSettings, create_session
-from quantsweep.tasks import get
 
 ID2LABEL = dict(enumerate(tiny.LABELS))
 

@@ -38,7 +38,7 @@ from quantsweep.exclusion_search import (
     search,
 )
 from quantsweep.exclusion_speed import Speed, kept_nodes, mark_kept, node_groups, pattern_of, verdict
-from quantsweep.results import NodeGroup, NodeSensitivity, SearchStep
+from quantsweep.records import NodeGroup, NodeSensitivity, SearchStep
 from quantsweep.sensitivity import channel_sqnr, rank_nodes
 
 # ---------------------------------------------------------------- the search alone
@@ -360,7 +360,7 @@ def test_rank_nodes_orders_by_the_worst_tensor_and_leaves_untouched_nodes_unrank
 def test_entity_counts_add_up_to_seqeval_f1():
     import random
 
-    from quantsweep.evaluate import entity_counts, f1_from_counts, score
+    from quantsweep.tasks.token_classification.scoring import entity_counts, f1_from_counts, score
 
     rng = random.Random(0)
     references = [tags for _, tags in tiny.sentences(60, seed=5)]

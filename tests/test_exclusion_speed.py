@@ -20,7 +20,7 @@ from quantsweep.config import SearchObjective, SearchStrategy
 from quantsweep.exclusion_search import CandidateModels, Scored, SearchBudget, candidate_nodes, search
 from quantsweep.exclusion_speed import SpeedProbe, kept_nodes
 from quantsweep.quantize import QuantizationRequest
-from quantsweep.results import NodeSensitivity
+from quantsweep.records import NodeSensitivity
 from quantsweep.sessions import SessionSettings
 from quantsweep.timing import synthetic_inputs
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from quantsweep import testing as tiny
-from quantsweep.data import TaggedSentences
+from quantsweep.tasks.token_classification.rows import TaggedSentences
 
 # Where the Hub keeps CoNLL-2003 as Parquet, stated here apart from the defaults: the tests
 # check that the defaults point at it. `conll2003` redirects to eriktks/conll2003, whose
@@ -33,7 +33,8 @@ LOAD_DEFAULTS = """
 import json, sys
 from hydra import compose, initialize_config_module
 from quantsweep.cli import to_run_config
-from quantsweep.data import DataError, load_split
+from quantsweep.data import DataError
+from quantsweep.tasks.token_classification.rows import load_split
 
 with initialize_config_module(config_module="quantsweep.conf", version_base="1.3"):
     run = to_run_config(compose(config_name="config", overrides=sys.argv[1:]))
@@ -184,7 +185,8 @@ def test_a_script_dataset_names_the_parquet_revision(tmp_path, distilbert_dir, r
 def test_datasets_own_script_refusal_gets_the_same_paragraph():
     """datasets >= 4 refuses a path that names a script before it looks anywhere."""
     from quantsweep.config import DatasetConfig
-    from quantsweep.data import DataError, load_split
+    from quantsweep.data import DataError
+    from quantsweep.tasks.token_classification.rows import load_split
 
     with pytest.raises(DataError, match=r"loading script \(conll2003\.py\)") as error:
         load_split(DatasetConfig(path="someone/conll2003.py", revision=None), "validation")
@@ -194,7 +196,8 @@ def test_datasets_own_script_refusal_gets_the_same_paragraph():
 
 def test_a_local_folder_holding_a_loading_script_names_the_parquet_revision(tmp_path):
     from quantsweep.config import DatasetConfig
-    from quantsweep.data import DataError, load_split
+    from quantsweep.data import DataError
+    from quantsweep.tasks.token_classification.rows import load_split
 
     folder = tmp_path / "conll2003"
     folder.mkdir()
@@ -207,7 +210,8 @@ def test_a_local_folder_holding_a_loading_script_names_the_parquet_revision(tmp_
 def test_the_hub_layout_also_loads_from_a_local_folder(tmp_path):
     """`huggingface-cli download --revision refs/convert/parquet --local-dir X` gives this folder."""
     from quantsweep.config import DatasetConfig
-    from quantsweep.data import DataError, load_split
+    from quantsweep.data import DataError
+    from quantsweep.tasks.token_classification.rows import load_split
 
     for split in SPLITS:
         tiny.write_conll2003_parquet(tmp_path / "local" / HUB_CONFIG / split / "0000.parquet", rows(split))

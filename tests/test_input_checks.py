@@ -31,7 +31,8 @@ from quantsweep.config import (
     QuantizationConfig,
     RunConfig,
 )
-from quantsweep.data import DataError, TaggedSentences, load_split
+from quantsweep.data import DataError
+from quantsweep.tasks.token_classification.rows import TaggedSentences, load_split
 
 # the limits and helpers these checks added are read as config.<name> inside the tests, so
 # that this file still collects, test by test, on code without them

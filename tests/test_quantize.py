@@ -9,7 +9,6 @@ import pytest
 from transformers import AutoTokenizer
 
 from quantsweep.config import CalibrationConfig, CalibrationMethod, DatasetConfig
-from quantsweep.data import encode_sentences, load_split
 from quantsweep.exclusion import resolve_exclusions
 from quantsweep.export import export_model
 from quantsweep.quantize import (
@@ -21,6 +20,7 @@ from quantsweep.quantize import (
     quantize_model,
     quantized_node_names,
 )
+from quantsweep.tasks.token_classification.rows import encode_sentences, load_split
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
+from quantsweep.files import ERROR_FILE
 from quantsweep.plots import drop_axis, pareto_front
 from quantsweep.report import build_report
-from quantsweep.results import ERROR_FILE
 from quantsweep.sweep import load_sweep
 
 SEED_CARD = Path(__file__).resolve().parents[2] / "shared" / "reference" / "seed_model_card.md"

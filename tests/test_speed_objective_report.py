@@ -12,16 +12,13 @@ import pytest
 import yaml
 
 from quantsweep.plots import plot_sensitivity, sensitivity_figure, speed_front
-from quantsweep.report import _search_section
-from quantsweep.results import (
+from quantsweep.records import (
     Confirmation,
     Environment,
     EvaluationDrop,
-    EvaluationResult,
     ExclusionSearchResult,
     ExportFacts,
     GraphFacts,
-    JobResults,
     LatencyStats,
     NodeGroup,
     NodeSensitivity,
@@ -31,7 +28,10 @@ from quantsweep.results import (
     ShapeTiming,
     TimingResult,
 )
+from quantsweep.report import _search_section
+from quantsweep.results import JobResults
 from quantsweep.sweep import Sweep, load_sweep
+from quantsweep.tasks.token_classification.scores import EvaluationResult
 from quantsweep.tracking import metrics_of, step_metrics
 
 NODES = [

@@ -17,9 +17,9 @@ import yaml
 import quantsweep.testing as tiny
 from quantsweep.config import DatasetConfig
 from quantsweep.data import DataError
-from quantsweep.evaluate import LabelMismatchError
 from quantsweep.results import SCHEMA_VERSION
 from quantsweep.tasks import text_classification as task
+from quantsweep.tasks.token_classification.scoring import LabelMismatchError
 from quantsweep.testing import run_module
 
 FAST = list(tiny.FAST_JOB)
@@ -145,7 +145,7 @@ class _Logits:
 
 
 def test_counts_have_one_layout_for_every_model_of_a_search():
-    from quantsweep.data import EncodedSentence
+    from quantsweep.batching import EncodedSentence
 
     rows = task.LabelledTexts(
         ["a", "b", "c"], None, ["neg", "pos", "pos"], ["neg", "pos"], "data", "validation"

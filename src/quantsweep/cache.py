@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quantsweep.results import atomic_write_text
+from quantsweep.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from quantsweep.config import GROUPS, ConfigError, RunConfig, is_how_to_run, register_configs
+from quantsweep.files import ERROR_FILE, RESULTS_FILE
 from quantsweep.job_folder import JobLockedError, align_saved_config, check_writable
-from quantsweep.results import ERROR_FILE, RESULTS_FILE
 
 log = logging.getLogger("quantsweep")
 
@@ -117,9 +117,9 @@ def check_choices(run_config: RunConfig, choices: dict[str, str]) -> None:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from quantsweep.data import DataError
-    from quantsweep.evaluate import LabelMismatchError
     from quantsweep.exclusion import ExclusionError
     from quantsweep.export import ModelLoadError
+    from quantsweep.tasks.token_classification.scoring import LabelMismatchError
 
     return (ConfigError, DataError, ModelLoadError, LabelMismatchError, ExclusionError)
 
@@ -280,7 +280,7 @@ def _redact_credentials(config: dict[Any, Any]) -> None:
 
 def record_failure(job_dir: Path, error: BaseException) -> None:
     """Leave the error beside the job's config, so a sweep report can list it (credentials redacted)."""
-    from quantsweep.results import atomic_write_text
+    from quantsweep.files import atomic_write_text
     from quantsweep.tracking import redact_uri
 
     atomic_write_text(job_dir / ERROR_FILE, redact_uri(f"{type(error).__name__}: {error}\n"))

@@ -13,11 +13,8 @@ lines or Parquet file, which has no splits and so serves the evaluation split on
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -26,14 +23,12 @@ import numpy as np
 from quantsweep.config import PARQUET_CONVERSION_REVISION, DatasetConfig
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+    pass
 
 log = logging.getLogger(__name__)
 
 CONLL_SUFFIXES = (".txt", ".conll", ".iob", ".iob2", ".tsv")
 JSON_SUFFIXES = (".json", ".jsonl")
-# The tag order of the Hub's conll2003, used for integer tags that carry no names.
-CONLL2003_LABELS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")
 PARQUET_SUFFIXES = (".parquet",)
 # How datasets >= 4 refuses a dataset that only a loading script can build.
 SCRIPT_REFUSAL = "Dataset scripts are no longer supported"
@@ -41,38 +36,6 @@ SCRIPT_REFUSAL = "Dataset scripts are no longer supported"
 
 class DataError(RuntimeError):
     """A dataset that cannot be loaded or read as tagged sentences; the message is for the user."""
-
-
-@dataclass
-class TaggedSentences:
-    """Word lists and their tag names, as the evaluation and calibration see them."""
-
-    tokens: list[list[str]]
-    tags: list[list[str]]
-    label_names: list[str]
-    source: str
-    split: str
-
-    def __len__(self) -> int:
-        return len(self.tokens)
-
-    @property
-    def fingerprint(self) -> str:
-        """A hash of exactly the rows used, stable across machines and library versions."""
-        digest = hashlib.sha256()
-        for words, tags in zip(self.tokens, self.tags, strict=True):
-            digest.update(json.dumps([words, tags], ensure_ascii=False).encode("utf-8"))
-            digest.update(b"\n")
-        return digest.hexdigest()[:16]
-
-    def take(self, indices: Sequence[int]) -> TaggedSentences:
-        return TaggedSentences(
-            tokens=[self.tokens[i] for i in indices],
-            tags=[self.tags[i] for i in indices],
-            label_names=self.label_names,
-            source=self.source,
-            split=self.split,
-        )
 
 
 def read_conll(path: Path) -> dict[str, list[list[str]]]:
@@ -373,14 +336,6 @@ def _load_rows(cfg: DatasetConfig, split: str) -> tuple[Any, str]:
     return _load_hub(cfg, split)
 
 
-def _tag_names_from_feature(feature: Any) -> list[str] | None:
-    inner = getattr(feature, "feature", None)
-    if inner is None and isinstance(feature, list) and feature:
-        inner = feature[0]
-    names = getattr(inner, "names", None)
-    return list(names) if names else None
-
-
 def check_label_ids(
     rows: Iterable[Sequence[int]], names: Sequence[str], where: str, per_word: bool = True
 ) -> None:
@@ -411,70 +366,6 @@ def check_label_ids(
             )
 
 
-def _tag_rows(
-    cfg: DatasetConfig, raw_tags: Sequence[Sequence[Any]], names: list[str] | None, column: str, source: str
-) -> tuple[list[list[str]], list[str]]:
-    """The tags of every row by name, and the tag names: the column's ClassLabel names, else
-    ``dataset.label_names``, else CoNLL-2003's order for integer ids, else the names seen."""
-    integer_tags = any(row and not isinstance(row[0], str) for row in raw_tags)
-    if names is None and integer_tags:
-        names = list(cfg.label_names) if cfg.label_names else list(CONLL2003_LABELS)
-        if cfg.label_names is None:
-            log.warning(
-                "The tag column %r of %s holds integer ids without names; assuming the CoNLL-2003 order %s "
-                "(set dataset.label_names to override).",
-                column,
-                source,
-                names,
-            )
-    if names is not None:
-        check_label_ids(
-            ([int(t) for t in row] for row in raw_tags), names, f"the tag column {column!r} of {source}"
-        )
-        return [[names[int(t)] for t in row] for row in raw_tags], names
-    tags = [list(row) for row in raw_tags]
-    seen: dict[str, None] = {}
-    for row in tags:
-        seen.update(dict.fromkeys(row))
-    return tags, list(seen)
-
-
-def load_split(cfg: DatasetConfig, split: str, limit: int | None = None) -> TaggedSentences:
-    """One split as tagged sentences, its first ``limit`` rows when a limit is given."""
-    rows, source = read_split(cfg, split)
-    token_col, tag_col = cfg.tokens_column, cfg.tags_column
-    if isinstance(rows, dict):
-        column_names = list(rows)
-        tokens, raw_tags, names = rows.get(token_col), rows.get(tag_col), None
-    else:
-        column_names = list(rows.column_names)
-        if limit is not None:
-            rows = rows.select(range(min(limit, len(rows))))
-        tokens = rows[token_col] if token_col in column_names else None
-        raw_tags = rows[tag_col] if tag_col in column_names else None
-        names = _tag_names_from_feature(rows.features.get(tag_col)) if tag_col in column_names else None
-    for key, col, value in (
-        ("dataset.data_keys.primary", token_col, tokens),
-        ("dataset.ref_keys", tag_col, raw_tags),
-    ):
-        if value is None:
-            raise DataError(
-                f"`{key}` names the column {col!r}, which {source} does not have; its columns are {column_names}."
-            )
-    assert tokens is not None and raw_tags is not None
-    if limit is not None:
-        tokens, raw_tags = tokens[:limit], raw_tags[:limit]
-    tags, names = _tag_rows(cfg, raw_tags, names, tag_col, source)
-    for index, (words, row_tags) in enumerate(zip(tokens, tags, strict=True)):
-        if len(words) != len(row_tags):
-            raise DataError(f"Row {index} of {source} has {len(words)} tokens but {len(row_tags)} tags.")
-    if not tokens:
-        raise DataError(f"Split {split!r} of {source} is empty.")
-    return TaggedSentences(
-        tokens=[list(w) for w in tokens], tags=tags, label_names=list(names), source=source, split=split
-    )
-
-
 class Rows(Protocol):
     """What sampling needs of a task's rows (tagged sentences, labelled texts)."""
 
@@ -500,74 +391,3 @@ def held_out_rows(data: RowsT, sampled: int, count: int, seed: int) -> RowsT:
     """
     order = np.random.default_rng(seed).permutation(len(data))[sampled : sampled + count]
     return data.take([int(i) for i in order])
-
-
-@dataclass
-class EncodedSentence:
-    """One sentence's model inputs and, per sub-token, the index of its word (None for specials)."""
-
-    input_ids: list[int]
-    token_type_ids: list[int] | None
-    word_ids: list[int | None]
-    num_words: int
-    truncated: bool = False
-
-
-@dataclass
-class EncodedBatch:
-    indices: list[int]
-    inputs: dict[str, np.ndarray]
-    word_ids: list[list[int | None]] = field(default_factory=list)
-
-
-def encode_sentences(
-    tokenizer: PreTrainedTokenizerBase, sentences: Sequence[Sequence[str]], max_length: int
-) -> list[EncodedSentence]:
-    if not getattr(tokenizer, "is_fast", False):
-        raise DataError(
-            "Token classification needs a fast (Rust) tokenizer to map sub-tokens back to words; "
-            f"{type(tokenizer).__name__} is not one."
-        )
-    encoding = tokenizer(
-        [list(s) for s in sentences], is_split_into_words=True, truncation=True, max_length=max_length
-    )
-    encoded: list[EncodedSentence] = []
-    for i, words in enumerate(sentences):
-        word_ids = encoding.word_ids(i)
-        covered = max((w for w in word_ids if w is not None), default=-1) + 1
-        encoded.append(
-            EncodedSentence(
-                input_ids=list(encoding["input_ids"][i]),
-                token_type_ids=list(encoding["token_type_ids"][i]) if "token_type_ids" in encoding else None,
-                word_ids=word_ids,
-                num_words=len(words),
-                truncated=covered < len(words),
-            )
-        )
-    return encoded
-
-
-def length_sorted_batches(
-    encoded: Sequence[EncodedSentence], batch_size: int, pad_token_id: int, input_names: Sequence[str]
-) -> Iterator[EncodedBatch]:
-    """Batches of similar length, each padded only to its own longest row."""
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
-    for start in range(0, len(order), batch_size):
-        indices = order[start : start + batch_size]
-        width = max(len(encoded[i].input_ids) for i in indices)
-        ids = np.full((len(indices), width), pad_token_id, dtype=np.int64)
-        mask = np.zeros((len(indices), width), dtype=np.int64)
-        types = np.zeros((len(indices), width), dtype=np.int64)
-        for row, i in enumerate(indices):
-            n = len(encoded[i].input_ids)
-            ids[row, :n] = encoded[i].input_ids
-            mask[row, :n] = 1
-            token_types = encoded[i].token_type_ids
-            if token_types is not None:
-                types[row, :n] = token_types
-        available = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        yield EncodedBatch(
-            indices=indices,
-            inputs={name: available[name] for name in input_names},
-            word_ids=[encoded[i].word_ids for i in indices],
-        )

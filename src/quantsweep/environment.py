@@ -12,7 +12,7 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-from quantsweep.results import Environment
+from quantsweep.records import Environment
 
 TRACKED_PACKAGES = (
     "quantsweep",
@@ -138,23 +138,35 @@ def _package_dir() -> Path:
 
 
 def code_digest(module_names: tuple[str, ...] | None = None) -> str:
-    """A hash of the quantsweep source that really runs: the named modules, or every module.
+    """A hash of the quantsweep source that really runs: the named modules or packages, or all of it.
 
     Keys the cache on the code that computes an entry (the version number stays 0.1.0 while
-    the code changes) and identifies an installed wheel, which has no git commit.
+    the code changes) and identifies an installed wheel, which has no git commit. A name
+    that is a package (``quantsweep.tasks``) hashes every module under it, so code that moves
+    into a package's modules stays covered; a name that is neither fails loudly.
     """
     folder = _package_dir()
-    files = (
-        sorted(folder.rglob("*.py"))
-        if module_names is None
-        else [folder / f"{name.removeprefix('quantsweep.').replace('.', '/')}.py" for name in module_names]
-    )
+    files = sorted(folder.rglob("*.py")) if module_names is None else _source_files(folder, module_names)
     digest = hashlib.sha256()
     for path in files:
         if "__pycache__" in path.parts:
             continue
         digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
+
+
+def _source_files(folder: Path, module_names: tuple[str, ...]) -> list[Path]:
+    files: list[Path] = []
+    for name in module_names:
+        relative = name.removeprefix("quantsweep.").replace(".", "/")
+        package, module = folder / relative, folder / f"{relative}.py"
+        if package.is_dir():
+            files.extend(sorted(package.rglob("*.py")))
+        elif module.is_file():
+            files.append(module)
+        else:
+            raise FileNotFoundError(f"code_digest: {name!r} is neither a module nor a package of {folder}")
+    return files
 
 
 def _git(folder: Path, *args: str) -> subprocess.CompletedProcess[str] | None:

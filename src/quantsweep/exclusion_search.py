@@ -51,7 +51,7 @@ from quantsweep.exclusion_speed import (
     producers,
     verdict,
 )
-from quantsweep.results import (
+from quantsweep.records import (
     Confirmation,
     ExclusionSearchResult,
     NodeGroup,
@@ -63,7 +63,7 @@ from quantsweep.results import (
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
-    from quantsweep.data import EncodedSentence
+    from quantsweep.batching import EncodedSentence
     from quantsweep.quantize import QuantizationRequest
     from quantsweep.sessions import SessionSettings
     from quantsweep.tasks import Task, TaskRows
@@ -142,7 +142,7 @@ def drop_bound(
     the task (``Task.counts``) and ``metric`` turns summed counts into the budget's metric
     (``Task.metric_from_counts``; default: seqeval's micro F1, token classification's).
     """
-    from quantsweep.evaluate import f1_from_counts
+    from quantsweep.tasks.token_classification.scoring import f1_from_counts
 
     score = metric or f1_from_counts
     measured = float(score(reference.sum(axis=0)) - score(candidate.sum(axis=0)))
@@ -599,7 +599,7 @@ class CandidateModels:
         """The candidates ranked by SQNR, measured on the model with every candidate quantized."""
         import tempfile
 
-        from quantsweep.data import length_sorted_batches
+        from quantsweep.batching import length_sorted_batches
         from quantsweep.sensitivity import activation_sqnr, rank_nodes
 
         with tempfile.TemporaryDirectory(dir=self.folder, prefix="rank-") as folder:

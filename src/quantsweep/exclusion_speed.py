@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from quantsweep.results import NodeGroup
+from quantsweep.records import NodeGroup
 
 if TYPE_CHECKING:
     import onnxruntime as ort

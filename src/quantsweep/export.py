@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quantsweep.results import ONNX_FILE, ExportFacts, atomic_write_text
+from quantsweep.files import ONNX_FILE, atomic_write_text
+from quantsweep.records import ExportFacts
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from quantsweep.config import RunConfig
+from quantsweep.files import EXCLUSION_FILE, RESULTS_FILE
 from quantsweep.job_folder import (
     digest,
     finish_superseding,
@@ -22,12 +23,8 @@ from quantsweep.job_folder import (
     restore_saved_config,
     supersede,
 )
-from quantsweep.results import (
-    EXCLUSION_FILE,
-    RESULTS_FILE,
-    JobResults,
-    window_spread,
-)
+from quantsweep.records import window_spread
+from quantsweep.results import JobResults
 from quantsweep.stages import (
     assemble,
     calibrate,

@@ -39,7 +39,7 @@ from typing import Any
 import yaml
 
 from quantsweep.config import ConfigError, flatten, is_how_to_run
-from quantsweep.results import (
+from quantsweep.files import (
     JOB_FILES,
     ONNX_FILE,
     QUANTIZED_FILE,

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from quantsweep.results import ExclusionSearchResult, ShapeTiming
+    from quantsweep.records import ExclusionSearchResult, ShapeTiming
     from quantsweep.sweep import JobRecord, Sweep
 
 

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from quantsweep.batching import EncodedSentence, length_sorted_batches
 from quantsweep.config import CalibrationConfig, CalibrationMethod
-from quantsweep.data import EncodedSentence, length_sorted_batches
 from quantsweep.environment import detect_instruction_set
-from quantsweep.results import QUANTIZED_FILE, GraphFacts, QuantizationFacts
+from quantsweep.files import QUANTIZED_FILE
+from quantsweep.records import GraphFacts, QuantizationFacts
 
 if TYPE_CHECKING:
     import onnx
@@ -150,7 +151,7 @@ def save_ranges(ranges: Any, folder: Path, samples: int) -> None:
     """Write calibration statistics (ONNX Runtime's TensorsData) as arrays plus a JSON index."""
     import json
 
-    from quantsweep.results import atomic_write_text
+    from quantsweep.files import atomic_write_text
 
     arrays: dict[str, Any] = {}
     tensors: list[dict[str, Any]] = []

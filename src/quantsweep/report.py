@@ -17,15 +17,10 @@ from typing import Any
 
 import yaml
 
+from quantsweep.files import SENSITIVITY_PLOT, atomic_write_text
 from quantsweep.plots import plot_latency, plot_pareto
-from quantsweep.results import (
-    SENSITIVITY_PLOT,
-    ExclusionSearchResult,
-    JobResults,
-    SearchStep,
-    atomic_write_text,
-    window_spread,
-)
+from quantsweep.records import ExclusionSearchResult, SearchStep, window_spread
+from quantsweep.results import JobResults
 from quantsweep.sweep import JobRecord, Sweep, fmt, load_sweep
 
 log = logging.getLogger(__name__)

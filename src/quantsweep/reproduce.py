@@ -40,7 +40,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quantsweep.results import RESULTS_FILE, window_spread
+from quantsweep.files import RESULTS_FILE
+from quantsweep.records import window_spread
 from quantsweep.tasks import of_results
 
 if TYPE_CHECKING:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from quantsweep.results import NodeSensitivity
+from quantsweep.records import NodeSensitivity
 
 if TYPE_CHECKING:
     import onnx

@@ -16,7 +16,8 @@ from typing import Any
 import yaml
 
 from quantsweep.config import GROUPS, flatten, is_how_to_run
-from quantsweep.results import ERROR_FILE, RESULTS_FILE, JobResults
+from quantsweep.files import ERROR_FILE, RESULTS_FILE
+from quantsweep.results import JobResults
 from quantsweep.tasks import DEFAULT_TASK, Task, get
 
 

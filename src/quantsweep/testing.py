@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from quantsweep.data import CONLL2003_LABELS
+from quantsweep.tasks.token_classification.rows import CONLL2003_LABELS
 
 if TYPE_CHECKING:
     from datasets import Features

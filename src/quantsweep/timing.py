@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from quantsweep.config import BenchmarkConfig
-from quantsweep.results import LatencyStats, ShapeTiming, TimingResult
+from quantsweep.records import LatencyStats, ShapeTiming, TimingResult
 from quantsweep.sessions import SessionSettings
 
 if TYPE_CHECKING:

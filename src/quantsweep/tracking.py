@@ -33,16 +33,9 @@ from typing import Any
 import yaml
 
 from quantsweep.config import GROUPS, MlflowConfig, flatten
-from quantsweep.results import (
-    EXCLUSION_FILE,
-    RESULTS_FILE,
-    SENSITIVITY_PLOT,
-    ExclusionSearchResult,
-    JobResults,
-    SearchStep,
-    atomic_write_text,
-    window_spread,
-)
+from quantsweep.files import EXCLUSION_FILE, RESULTS_FILE, SENSITIVITY_PLOT, atomic_write_text
+from quantsweep.records import ExclusionSearchResult, SearchStep, window_spread
+from quantsweep.results import JobResults
 
 log = logging.getLogger(__name__)
 

@@ -69,7 +69,7 @@ def fetch(
 ) -> int:
     """Bring the sweep's finished jobs home, write its card, log it to MLflow; the exit code."""
     from hydra_plugins.quantsweep_sagemaker._watch import RUNNING, brief, call, end_reason, not_found, state
-    from quantsweep.results import RESULTS_FILE
+    from quantsweep.files import RESULTS_FILE
 
     record, sweep_dir, store = locate(target, into, bucket_owner)
     record.sweep_dir = str(sweep_dir)

@@ -166,8 +166,8 @@ def bring_home(store: Store, name: str, description: dict[str, Any], sweep_dir: 
                 f"{artifacts}: {RETURN} names the folder {record.relative_dir!r}, not one of the sweep's."
             )
         if (unpacked / "job").is_dir():
+            from quantsweep.files import RESULTS_FILE
             from quantsweep.job_folder import make_room
-            from quantsweep.results import RESULTS_FILE
 
             # an earlier run's files in the folder (another config, a failed try) go aside, not under the new ones
             make_room(job_dir, unpacked / "job" / RESULTS_FILE)
@@ -184,7 +184,7 @@ def log_at_home(job_dir: Path, sweep_dir: Path, from_container: bool, given_uri:
     password-protected server as a local sweep does (``fetch`` later has no such URI: it
     needs MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD).
     """
-    from quantsweep.results import RESULTS_FILE
+    from quantsweep.files import RESULTS_FILE
     from quantsweep.tracking import (
         announce_unreachable,
         announced,

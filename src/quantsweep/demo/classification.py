@@ -37,7 +37,7 @@ from quantsweep.demo.finetune import (
     train_steps,
 )
 from quantsweep.environment import physical_cores
-from quantsweep.results import atomic_write_text
+from quantsweep.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from quantsweep.results import atomic_write_text
+from quantsweep.files import atomic_write_text
 
 GENERATOR_VERSION = 1
 SPLITS = {"train": 3000, "validation": 600, "test": 600}

@@ -22,13 +22,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from quantsweep.batching import length_sorted_batches
 from quantsweep.cache import file_digest
 from quantsweep.config import DatasetConfig
-from quantsweep.data import encode_sentences, length_sorted_batches, load_split
 from quantsweep.demo.corpus import LABELS
 from quantsweep.environment import physical_cores
-from quantsweep.evaluate import first_subtoken_labels, score
-from quantsweep.results import atomic_write_text
+from quantsweep.files import atomic_write_text
+from quantsweep.tasks.token_classification.rows import encode_sentences, load_split
+from quantsweep.tasks.token_classification.scoring import first_subtoken_labels, score
 
 log = logging.getLogger(__name__)
 

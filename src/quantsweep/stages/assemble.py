@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from quantsweep.results import ExclusionSearchResult, JobResults
+from quantsweep.records import ExclusionSearchResult
+from quantsweep.results import JobResults
 from quantsweep.stages.calibrate import Calibration
 from quantsweep.stages.context import JobRun
 from quantsweep.stages.evaluate import Evaluations
@@ -18,7 +19,7 @@ from quantsweep.stages.quantize import Quantized
 
 if TYPE_CHECKING:
     from quantsweep.export import ExportedModel
-    from quantsweep.results import TimingResult
+    from quantsweep.records import TimingResult
 
 NAME = "assemble"
 

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from quantsweep.config import RunConfig
-from quantsweep.results import EvaluationDrop, TaskScores, atomic_write_text
+from quantsweep.files import atomic_write_text
+from quantsweep.records import EvaluationDrop, TaskScores
 from quantsweep.stages.context import JobRun
 from quantsweep.stages.export import CACHE_KIND as EXPORT
 from quantsweep.stages.load import Inputs
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 NAME = "evaluate"
 CACHE_KIND = "original_evaluation"
-CODE = (__name__, "quantsweep.data", "quantsweep.evaluate", "quantsweep.sessions")
+CODE = (__name__, "quantsweep.batching", "quantsweep.data", "quantsweep.sessions", "quantsweep.tasks")
 PACKAGES = ("onnxruntime",)  # and the task's scoring library (Task.PACKAGES)
 _EVALUATION_FILE = "evaluation.json"
 # per row, the counts exclusion=auto's bootstrap resamples: its evaluation-split bound needs

@@ -52,7 +52,7 @@ def model_identity(
 
 def run(job: JobRun, inputs: Inputs) -> ExportedModel:
     from quantsweep.export import export_model, load_exported
-    from quantsweep.results import ONNX_FILE
+    from quantsweep.files import ONNX_FILE
 
     cfg = job.cfg
     model = model_identity(

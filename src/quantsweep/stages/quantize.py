@@ -17,7 +17,7 @@ from quantsweep.stages.plan import Plan
 
 if TYPE_CHECKING:
     from quantsweep.export import ExportedModel
-    from quantsweep.results import GraphFacts
+    from quantsweep.records import GraphFacts
 
 NAME = "quantize"
 

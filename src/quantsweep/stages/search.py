@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quantsweep.config import RunConfig
-from quantsweep.results import EXCLUSION_FILE, SENSITIVITY_PLOT, ExclusionSearchResult, atomic_write_text
+from quantsweep.files import EXCLUSION_FILE, SENSITIVITY_PLOT, atomic_write_text
+from quantsweep.records import ExclusionSearchResult
 from quantsweep.stages.calibrate import CACHE_KIND as CALIBRATION
 from quantsweep.stages.calibrate import Calibration
 from quantsweep.stages.context import JobRun
@@ -34,13 +35,14 @@ NAME = "search"
 CACHE_KIND = "exclusion_search"
 CODE = (
     __name__,
+    "quantsweep.batching",
     "quantsweep.data",
-    "quantsweep.evaluate",
     "quantsweep.exclusion_search",
     "quantsweep.exclusion_speed",
     "quantsweep.quantize",
     "quantsweep.sensitivity",
     "quantsweep.sessions",
+    "quantsweep.tasks",
     "quantsweep.timing",
 )
 PACKAGES = ("quantsweep", "onnxruntime")  # and the task's scoring library (Task.PACKAGES)

@@ -13,7 +13,7 @@ from quantsweep.stages.evaluate import Evaluations
 from quantsweep.stages.load import Inputs
 
 if TYPE_CHECKING:
-    from quantsweep.results import TimingResult
+    from quantsweep.records import TimingResult
 
 NAME = "time"
 

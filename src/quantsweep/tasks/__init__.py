@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     import numpy as np
 
     from quantsweep.config import DatasetConfig
-    from quantsweep.data import TaggedSentences
-    from quantsweep.results import TaskScores
+    from quantsweep.records import TaskScores
     from quantsweep.tasks.text_classification import LabelledTexts
+    from quantsweep.tasks.token_classification.rows import TaggedSentences
 
 # one split's rows as a task loads them (with source, split, label names, fingerprint)
 TaskRows: TypeAlias = "TaggedSentences | LabelledTexts"

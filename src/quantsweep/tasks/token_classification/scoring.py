@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from quantsweep.data import EncodedSentence, TaggedSentences, length_sorted_batches
-from quantsweep.results import EntityScores, EvaluationResult
+from quantsweep.batching import EncodedSentence, length_sorted_batches
+from quantsweep.tasks.token_classification.rows import TaggedSentences
+from quantsweep.tasks.token_classification.scores import EntityScores, EvaluationResult
 
 if TYPE_CHECKING:
     import onnxruntime as ort

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from quantsweep.batching import EncodedSentence
     from quantsweep.config import DatasetConfig
-    from quantsweep.data import EncodedSentence
-    from quantsweep.results import ClassificationResult
+    from quantsweep.tasks.text_classification.scores import ClassificationResult
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ ROWS: str = "texts"  # or text pairs
 
 
 def scores_from_dict(data: dict[str, Any]) -> ClassificationResult:
-    from quantsweep.results import ClassificationResult
+    from quantsweep.tasks.text_classification.scores import ClassificationResult
 
     return ClassificationResult.from_dict(data)
 
@@ -184,7 +184,7 @@ def _by_name(id2label: dict[int, str], names: Sequence[str]) -> dict[int, str]:
 
 
 def check_labels(id2label: dict[int, str], rows: LabelledTexts) -> None:
-    from quantsweep.evaluate import LabelMismatchError
+    from quantsweep.tasks.token_classification.scoring import LabelMismatchError
 
     mapped = _by_name(id2label, rows.label_names)
     merged = sorted({name for name in mapped.values() if list(mapped.values()).count(name) > 1})
@@ -206,7 +206,7 @@ def check_labels(id2label: dict[int, str], rows: LabelledTexts) -> None:
 
 def encode(tokenizer: Any, rows: LabelledTexts, max_length: int) -> list[EncodedSentence]:
     """Model inputs per row; a row is truncated when its tokens (both texts, specials included) exceed the length."""
-    from quantsweep.data import EncodedSentence
+    from quantsweep.batching import EncodedSentence
 
     pairs = rows.pairs
     encoding = tokenizer(rows.texts, pairs, truncation=True, max_length=max_length)
@@ -235,7 +235,7 @@ def predict(
     """One predicted label name per row: the argmax of the logits, named as the dataset names it."""
     from tqdm.auto import tqdm
 
-    from quantsweep.data import length_sorted_batches
+    from quantsweep.batching import length_sorted_batches
 
     labels = _by_name(id2label, names)
     input_names = [i.name for i in session.get_inputs()]
@@ -260,7 +260,7 @@ def score(references: Sequence[str], predictions: Sequence[str]) -> dict[str, An
         precision_recall_fscore_support,
     )
 
-    from quantsweep.results import LabelScores
+    from quantsweep.tasks.text_classification.scores import LabelScores
 
     precision, recall, f1_macro, _ = precision_recall_fscore_support(
         references, predictions, average="macro", zero_division=0
@@ -294,7 +294,7 @@ def evaluate(
     pad_token_id: int,
     progress_label: str | None = None,
 ) -> tuple[ClassificationResult, np.ndarray]:
-    from quantsweep.results import ClassificationResult
+    from quantsweep.tasks.text_classification.scores import ClassificationResult
 
     start = time.perf_counter()
     predictions = predict(

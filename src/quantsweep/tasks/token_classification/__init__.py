@@ -1,6 +1,6 @@
 """Token classification (NER): CoNLL-style word lists and tags, first-sub-token labels, seqeval.
 
-The data reading is :mod:`quantsweep.data`, the scoring :mod:`quantsweep.evaluate`; this
+The split is read by :mod:`quantsweep.data`; the rows are :mod:`.rows`, the scoring :mod:`.scoring`, the score records :mod:`.scores`; this
 module is what binds them to the :class:`~quantsweep.tasks.Task` interface.
 """
 
@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
+    from quantsweep.batching import EncodedSentence
     from quantsweep.config import DatasetConfig
-    from quantsweep.data import EncodedSentence, TaggedSentences
-    from quantsweep.results import EvaluationResult
+    from quantsweep.tasks.token_classification.rows import TaggedSentences
+    from quantsweep.tasks.token_classification.scores import EvaluationResult
 
 NAME: str = "token-classification"
 # seqeval's micro-averaged entity scores and word-level accuracy; MLflow names them eval/<side>/<metric>
@@ -27,7 +28,7 @@ ROWS: str = "sentences"
 
 
 def scores_from_dict(data: dict[str, Any]) -> EvaluationResult:
-    from quantsweep.results import EvaluationResult
+    from quantsweep.tasks.token_classification.scores import EvaluationResult
 
     return EvaluationResult.from_dict(data)
 
@@ -51,19 +52,19 @@ def check_columns(cfg: DatasetConfig) -> tuple[str, str] | None:
 
 
 def load(cfg: DatasetConfig, split: str, limit: int | None = None) -> TaggedSentences:
-    from quantsweep.data import load_split
+    from quantsweep.tasks.token_classification.rows import load_split
 
     return load_split(cfg, split, limit)
 
 
 def check_labels(id2label: dict[int, str], rows: TaggedSentences) -> None:
-    from quantsweep.evaluate import check_labels as check
+    from quantsweep.tasks.token_classification.scoring import check_labels as check
 
     check(id2label, rows.label_names, f"{rows.source} ({rows.split})")
 
 
 def encode(tokenizer: Any, rows: TaggedSentences, max_length: int) -> list[EncodedSentence]:
-    from quantsweep.data import encode_sentences
+    from quantsweep.tasks.token_classification.rows import encode_sentences
 
     return encode_sentences(tokenizer, rows.tokens, max_length)
 
@@ -79,7 +80,7 @@ def evaluate(
 ) -> tuple[EvaluationResult, np.ndarray]:
     import time
 
-    from quantsweep.evaluate import entity_counts, predict_word_labels, scores_of
+    from quantsweep.tasks.token_classification.scoring import entity_counts, predict_word_labels, scores_of
 
     start = time.perf_counter()
     predictions = predict_word_labels(session, encoded, id2label, batch_size, pad_token_id, progress_label)
@@ -95,12 +96,12 @@ def counts(
     pad_token_id: int,
 ) -> np.ndarray:
     """Per sentence: entities predicted exactly right, predicted, in the reference (seqeval's F1)."""
-    from quantsweep.evaluate import entity_counts, predict_word_labels
+    from quantsweep.tasks.token_classification.scoring import entity_counts, predict_word_labels
 
     return entity_counts(rows.tags, predict_word_labels(session, encoded, id2label, batch_size, pad_token_id))
 
 
 def metric_from_counts(summed: np.ndarray) -> np.ndarray:
-    from quantsweep.evaluate import f1_from_counts
+    from quantsweep.tasks.token_classification.scoring import f1_from_counts
 
     return f1_from_counts(summed)
