@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from quantsweep.cli import job_name, to_run_config
 from quantsweep.config import Approach, CalibrationMethod, ConfigError, RunConfig, exporter_opset_range
+from quantsweep.tasks.checks import check_task
 
 
 def composed(*overrides: str):
@@ -119,9 +120,12 @@ def test_unknown_task_names_the_known_ones():
 
 
 def test_a_saved_config_with_an_unknown_task_is_refused():
-    # a saved config.yaml (quantsweep-reproduce) has no defaults list: RunConfig itself checks
+    # a saved config.yaml (quantsweep-reproduce) has no defaults list: the task side checks, where
+    # it becomes a RunConfig (the schema knows nothing of tasks)
     with pytest.raises(ConfigError, match=r"`task` is 'question-answering'; supported: token-classification"):
-        RunConfig(task="question-answering")
+        to_run_config(OmegaConf.create({"task": "question-answering"}))
+    with pytest.raises(ConfigError, match=r"`task` is 'question-answering'; supported: token-classification"):
+        check_task(RunConfig(task="question-answering"))
 
 
 def test_task_group_sets_the_task_and_its_defaults():

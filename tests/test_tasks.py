@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from quantsweep import tasks
-from quantsweep.config import SUPPORTED_TASKS
 from quantsweep.tasks import Task, text_classification, token_classification
+from quantsweep.tasks.checks import SUPPORTED_TASKS
 
 # a type check, not a runtime one: mypy refuses these lines if a module stops satisfying Task
 TOKEN_CLASSIFICATION: Task = token_classification

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from quantsweep.config import GROUPS, ConfigError, RunConfig, is_how_to_run, register_configs
 from quantsweep.files import ERROR_FILE, RESULTS_FILE
 from quantsweep.job_folder import JobLockedError, align_saved_config, check_writable
+from quantsweep.tasks.checks import check_task
 
 log = logging.getLogger("quantsweep")
 
@@ -102,6 +103,7 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
         raise ConfigError(
             f"Invalid configuration: expected the RunConfig schema, got {type(run_config).__name__}."
         )
+    check_task(run_config)  # the schema knows nothing of tasks: the task and its columns
     return run_config
 
 

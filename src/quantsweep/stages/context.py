@@ -57,7 +57,9 @@ class JobRun:
     def start(cls, cfg: RunConfig, job_dir: Path) -> JobRun:
         from quantsweep.environment import package_versions
         from quantsweep.tasks import get
+        from quantsweep.tasks.checks import check_task
 
+        check_task(cfg)  # a RunConfig built in Python has not met the task's checks yet
         job_dir.mkdir(parents=True, exist_ok=True)
         cache = ArtifactCache(Path(cfg.cache_dir) if cfg.cache else None)
         return cls(cfg, job_dir, cache, package_versions(), get(cfg.task))
