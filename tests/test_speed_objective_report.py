@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from quantsweep.plots import plot_sensitivity, sensitivity_figure, speed_front
-from quantsweep.report import _search_section
+from quantsweep.report.exclusion_search import search_section as _search_section
 from quantsweep.results import (
     Confirmation,
     Environment,
