@@ -23,7 +23,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from quantsweep.callback import ReportCallback
-from quantsweep.report import CARD_FILE, CSV_FILE, PARETO_PLOT
+from quantsweep.files import CARD_FILE, CSV_FILE, PARETO_PLOT
 from quantsweep.testing import run_module
 from quantsweep.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, UNREACHABLE_FILE
 from test_tracking import FAST, free_port

@@ -28,7 +28,7 @@ from quantsweep.records import (
     ShapeTiming,
     TimingResult,
 )
-from quantsweep.report import _search_section
+from quantsweep.report.exclusion_search import search_section as _search_section
 from quantsweep.results import JobResults
 from quantsweep.sweep import Sweep, load_sweep
 from quantsweep.tasks.token_classification.scores import EvaluationResult

@@ -14,7 +14,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 
-from quantsweep.report import CARD_FILE, CSV_FILE, LATENCY_PLOT, PARETO_PLOT, ReportFiles, build_report
+from quantsweep.files import CARD_FILE, CSV_FILE, LATENCY_PLOT, PARETO_PLOT
+from quantsweep.report import ReportFiles, build_report
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,12 @@ SENSITIVITY_PLOT = "sensitivity.png"
 # as <name>.data or <name>_data)
 ONNX_FILE = "model.onnx"
 QUANTIZED_FILE = "model_quantized.onnx"
+# a sweep folder's model card, CSV and plots (quantsweep.report writes them; the Hydra callback
+# and MLflow tracking find them by name)
+CARD_FILE = "README.md"
+CSV_FILE = "results.csv"
+PARETO_PLOT = "f1_vs_speedup.png"
+LATENCY_PLOT = "latency_vs_length.png"
 # every file a job writes into its folder: what a rerun moves aside, and nothing else
 JOB_FILES = (RESULTS_FILE, ERROR_FILE, ONNX_FILE, QUANTIZED_FILE, EXCLUSION_FILE, SENSITIVITY_PLOT)
 

@@ -754,7 +754,7 @@ def _log_job(job_dir: Path, settings: MlflowConfig, sweep_dir: Path | None) -> s
 
 def report_files(sweep_dir: Path) -> list[Path]:
     """The report files quantsweep-report wrote into a sweep folder (card, CSV, plots)."""
-    from quantsweep.report import CARD_FILE, CSV_FILE, LATENCY_PLOT, PARETO_PLOT
+    from quantsweep.files import CARD_FILE, CSV_FILE, LATENCY_PLOT, PARETO_PLOT
 
     names = (CARD_FILE, CSV_FILE, PARETO_PLOT, LATENCY_PLOT)
     return [sweep_dir / name for name in names if (sweep_dir / name).is_file()]

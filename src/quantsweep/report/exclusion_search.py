@@ -1,294 +1,24 @@
-"""A sweep's report: the seed card's structure (README.md), plots and a CSV of every number.
+"""The card's exclusion-search section: what each ``exclusion=auto`` job chose, from which ranking, how.
 
-Reads only the job folders (``.hydra/config.yaml``, ``results.json``, ``error.txt``), so
-it works the same for local and remote sweeps, at the end of a ``--multirun`` (the
-:class:`~quantsweep.callback.ReportCallback`) or later with ``quantsweep-report SWEEP_DIR``.
+The longest part of the card, and the one that changes whenever the search records
+something new (confirmation rows, timed groups, the speed objective), so it has a module of
+its own; :mod:`quantsweep.report.card` lists :func:`search_section` among its sections.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
-import io
-import logging
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from quantsweep.files import SENSITIVITY_PLOT, atomic_write_text
-from quantsweep.plots import plot_latency, plot_pareto
-from quantsweep.records import ExclusionSearchResult, SearchStep, window_spread
-from quantsweep.results import JobResults
-from quantsweep.sweep import JobRecord, Sweep, fmt, load_sweep
-
-log = logging.getLogger(__name__)
-
-CARD_FILE = "README.md"
-CSV_FILE = "results.csv"
-PARETO_PLOT = "f1_vs_speedup.png"
-LATENCY_PLOT = "latency_vs_length.png"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" :-: " for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _code(value: Any) -> str:
-    return f"`{fmt(value)}`"
-
-
-def _fixed_list(fixed: dict[str, Any]) -> list[str]:
-    lines: list[str] = []
-    groups: dict[str, list[tuple[str, Any]]] = {}
-    for key, value in fixed.items():
-        head, _, rest = key.partition(".")
-        groups.setdefault(head, []).append((rest, value))
-    for head, items in groups.items():
-        if len(items) == 1 and items[0][0] == "":
-            lines.append(f"* **{head}**: {_code(items[0][1])}")
-            continue
-        lines.append(f"* **{head}**:")
-        lines.extend(f"    * **{rest}**: {_code(value)}" for rest, value in items)
-    return lines
-
-
-def _first(sweep: Sweep) -> JobResults | None:
-    return sweep.finished[0].results if sweep.finished else None
-
-
-def render_card(sweep: Sweep) -> str:
-    first = _first(sweep)
-    task = sweep.task.NAME
-    dataset = str(sweep.fixed.get("dataset.path", "dataset"))
-    model_type = first.export.model_type if first else "transformer"
-    front = {
-        "pipeline_tag": task,
-        "datasets": [Path(dataset).name or dataset],
-        "metrics": list(sweep.task.METRICS),
-        "tags": [model_type, "onnxruntime", "quantization"],
-    }
-    env = first.environment if first else None
-    backend_args = {
-        "cpu": env.cpu_model if env else None,
-        "physical_cores": env.physical_cores if env else None,
-        "intra_op_threads": first.timing.intra_op_threads if first else None,
-        # what the CPU has, and optimum's quantizer preset: two different things, named apart
-        "cpu_int8_instruction_sets": env.int8_instruction_sets if env else None,
-        "quantization_preset": first.quantization.instruction_set if first else None,
-    }
-    limit = sweep.fixed.get("dataset.max_eval_samples")
-    samples = first.original.num_samples if first else None
-    count = f"All dataset ({samples} {sweep.task.ROWS})" if limit is None else str(limit)
-    out = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", ""]
-    out += [
-        f"**task**: `{task}`",
-        "",
-        f"**Backend:** `onnxruntime {env.packages.get('onnxruntime', '') if env else ''}`",
-        "",
-        f"**Backend args:** `{backend_args}`",
-        "",
-        f"**Number of evaluation samples:** `{count}`",
-        "",
-        "Fixed parameters:",
-        "",
-        *_fixed_list(sweep.fixed),
-        "",
-        "Benchmarked parameters:",
-        "",
-        *[
-            f"* **{key}**: " + ", ".join(_code(v) for v in values)
-            for key, values in sweep.benchmarked.items()
-        ],
-        "",
-        "# Evaluation",
-        "",
-        "## Non-time metrics",
-        "",
-    ]
-    keys = list(sweep.benchmarked)
-    rows = []
-    for job in sweep.finished:
-        assert job.results is not None
-        row = [_code(v) for v in sweep.label(job)]
-        for metric in sweep.task.METRICS:
-            row += [
-                f"{getattr(job.results.original, metric):.3f}",
-                f"{getattr(job.results.quantized, metric):.3f}",
-            ]
-        rows.append(row)
-    header = keys + [f"{m} ({side})" for m in sweep.task.METRICS for side in ("original", "optimized")]
-    out += [_table(header, rows), ""]
-    out += _truncation_lines(sweep)
-
-    out += ["## Time metrics", ""]
-    if first:
-        out += [*_timing_settings(sweep), ""]
-        for batch_size, input_length in _shapes(sweep):
-            out += [
-                f"Below, time metrics for batch size = {batch_size}, input length = {input_length}.",
-                "",
-            ]
-            rows = []
-            for job in sweep.finished:
-                assert job.results is not None
-                s = job.results.timing.shape(batch_size, input_length)
-                if s is None:  # a sweep over benchmark.* times different shapes per job
-                    continue
-                rows.append(
-                    [_code(v) for v in sweep.label(job)]
-                    + [
-                        f"{s.original.mean_ms:.2f}",
-                        f"{s.quantized.mean_ms:.2f}",
-                        f"{s.original.throughput_samples_per_s:.2f}",
-                        f"{s.quantized.throughput_samples_per_s:.2f}",
-                        f"{s.speedup:.2f}",
-                        " / ".join(f"{v:.2f}" for v in window_spread(s.window_speedups)),
-                    ]
-                )
-            header = [
-                *keys,
-                "latency_mean (original, ms)",
-                "latency_mean (optimized, ms)",
-                "throughput (original, samples/s)",
-                "throughput (optimized, samples/s)",
-                "speed-up",
-                "speed-up per window (min / median / max)",
-            ]
-            out += [_table(header, rows), ""]
-
-    out += ["## Quantized graphs", ""]
-    rows = []
-    notes = []
-    for job in sweep.finished:
-        assert job.results is not None
-        graph = job.results.graph
-        by_type = ", ".join(f"{op}: {n}" for op, n in graph.nodes_quantized_by_op_type.items()) or "none"
-        rows.append(
-            [_code(v) for v in sweep.label(job)]
-            + [
-                f"{graph.nodes_quantized} of {graph.candidate_nodes}",
-                by_type,
-                str(len(graph.nodes_excluded)),
-                f"{graph.original_size_mb:.2f}",
-                f"{graph.quantized_size_mb:.2f}",
-            ]
-        )
-        if graph.nothing_quantized:
-            notes.append(f"* `{job.name}`: {graph.note}")
-    out += [
-        _table(
-            [
-                *keys,
-                "nodes quantized",
-                "by op type",
-                "nodes excluded",
-                "size original (MB)",
-                "size optimized (MB)",
-            ],
-            rows,
-        ),
-        "",
-    ]
-    if notes:
-        out += [
-            "Configurations that quantized nothing (their timings compare the fp32 model with itself):",
-            "",
-            *notes,
-            "",
-        ]
-    out += _search_section(sweep)
-    if sweep.failed:
-        out += ["## Failed jobs", ""]
-        out += [f"* `{job.name}`: {job.error}" for job in sweep.failed]
-        out += [""]
-    out += [
-        "## Plots",
-        "",
-        f"![F1 change (points) against speed-up]({PARETO_PLOT})",
-        "",
-        f"![Latency against input length]({LATENCY_PLOT})",
-        "",
-    ]
-    return "\n".join(out)
-
-
-def _shapes(sweep: Sweep) -> list[tuple[int, int]]:
-    """Every (batch size, input length) any finished job timed, in order."""
-    found = {
-        (shape.batch_size, shape.input_length)
-        for job in sweep.finished
-        if job.results
-        for shape in job.results.timing.shapes
-    }
-    return sorted(found)
-
-
-def _timing_settings(sweep: Sweep) -> list[str]:
-    """How the timings were taken; when jobs differ in it, each job's settings are listed."""
-    settings = {
-        job.name: (
-            job.results.timing.duration_s,
-            job.results.timing.windows,
-            job.results.timing.intra_op_threads,
-        )
-        for job in sweep.finished
-        if job.results
-    }
-    common = set(settings.values())
-    explain = (
-        "Latency is the mean time of one forward pass in milliseconds; throughput is in samples (sequences) "
-        "per second, i.e. forward passes per second times the batch size. Speed-up is original latency / "
-        "optimized latency over the whole measurement; per window gives the lowest, median and highest of the "
-        "same ratio across the windows."
-    )
-    if len(common) == 1:
-        duration, windows, threads = common.pop()
-        return [
-            f"Time benchmarks were run for {duration:g} seconds per model and shape, original and optimized "
-            f"taking turns in {windows} alternating windows in the same process ({threads} intra-op threads). "
-            + explain
-        ]
-    return [
-        "Time benchmarks took turns between original and optimized in alternating windows in the same process, "
-        "with settings that differ between jobs: " + explain,
-        "",
-        *(
-            f"* `{name}`: {duration:g} s per model and shape, {windows} windows, {threads} intra-op threads"
-            for name, (duration, windows, threads) in settings.items()
-        ),
-    ]
-
-
-def _truncation_lines(sweep: Sweep) -> list[str]:
-    """Rows cut off at the model's maximum length: say how many, per job when they differ."""
-    notes: dict[str, list[str]] = {}
-    for job in sweep.finished:
-        assert job.results is not None
-        evaluation = job.results.original
-        if evaluation.num_truncated:
-            note = evaluation.truncation_note(job.results.dataset.get("eval_max_length"))
-            notes.setdefault(note, []).append(job.name)
-    if not notes:
-        return []
-    if len(notes) == 1 and len(next(iter(notes.values()))) == len(sweep.finished):
-        return [f"Truncation: {next(iter(notes))}", ""]
-    return [
-        "Truncation:",
-        "",
-        *(f"* {', '.join(f'`{n}`' for n in names)}: {note}" for note, names in notes.items()),
-        "",
-    ]
-
+from quantsweep.files import SENSITIVITY_PLOT
+from quantsweep.records import ExclusionSearchResult, SearchStep
+from quantsweep.report.markdown import table
+from quantsweep.sweep import JobRecord, Sweep
 
 # ranking rows shown per searched job; the full ranking is in its results.json
 _RANKING_ROWS = 10
 
 
-def _search_section(sweep: Sweep) -> list[str]:
+def search_section(sweep: Sweep) -> list[str]:
     """exclusion=auto: what each searching job chose, from which ranking, in which steps."""
     searched = [
         (job, job.results.exclusion_search)
@@ -345,7 +75,7 @@ def _search_summary(searched: list[tuple[JobRecord, ExclusionSearchResult]]) -> 
         "steps (ended by)",
         "seconds",
     ]
-    return [_table(header, rows)]
+    return [table(header, rows)]
 
 
 def _search_job(sweep: Sweep, job: JobRecord, found: ExclusionSearchResult) -> list[str]:
@@ -449,7 +179,7 @@ def _rows_table(sweep: Sweep, job: JobRecord, found: ExclusionSearchResult) -> l
         count = job.results.dataset.get("eval_samples", job.results.original.num_samples)
         rows.append(["reports it (evaluation split)", str(count), f"{drop:+.4f}", "not computed"])
     return [
-        _table(["rows", "count", "F1 drop", "bound"], rows),
+        table(["rows", "count", "F1 drop", "bound"], rows),
         "",
         f"The evaluation split's drop is in `{metric}`, original minus optimized, as in the tables above.",
         "",
@@ -477,7 +207,7 @@ def _confirmation_lines(found: ExclusionSearchResult) -> list[str]:
         f"Confirmed on {found.confirm_rows} held-out rows the search never scored on, at a confidence corrected "
         "for the number of sets tried:",
         "",
-        _table(["step", "kept in fp32", "fp32 F1", "F1", "drop", "bound", "confidence", "confirmed"], rows),
+        table(["step", "kept in fp32", "fp32 F1", "F1", "drop", "bound", "confidence", "confirmed"], rows),
         "",
     ]
     first = found.confirmations[0]
@@ -520,7 +250,7 @@ def _group_lines(found: ExclusionSearchResult) -> list[str]:
         for g in found.groups
     ]
     header = ["group", "kind", "nodes", "speed-up in fp32 (windows)", "kept in fp32 (slower quantized)"]
-    return [*out, _table(header, rows), ""]
+    return [*out, table(header, rows), ""]
 
 
 def _ranking_table(found: ExclusionSearchResult) -> list[str]:
@@ -536,7 +266,7 @@ def _ranking_table(found: ExclusionSearchResult) -> list[str]:
         ]
         for r in ranked[:_RANKING_ROWS]
     ]
-    return [_table(["rank", "node", "op type", "SQNR (dB)", "worst tensor", "kept"], rows), ""]
+    return [table(["rank", "node", "op type", "SQNR (dB)", "worst tensor", "kept"], rows), ""]
 
 
 def _speed_cell(speedup: float | None, low: float | None, high: float | None) -> str:
@@ -571,7 +301,7 @@ def _steps_table(found: ExclusionSearchResult) -> list[str]:
         )
     header = ["step", "phase", "kept", "changed", "held-out F1", "drop", "drop charged", "within budget"]
     header += [*(["speed-up (windows)"] if timed else []), "seconds"]
-    return [_table(header, rows), ""]
+    return [table(header, rows), ""]
 
 
 # the order the comparison lists exclusions in: no exclusion, the hand-written list, the searches
@@ -642,121 +372,9 @@ def _exclusion_comparison(sweep: Sweep, job: JobRecord) -> list[str]:
     return [
         "The jobs of this sweep that differ from this one in the exclusion only:",
         "",
-        _table(header, rows),
+        table(header, rows),
         "",
         "Each speed-up divides by an fp32 timing taken within that job (alternating windows in its own "
         "process, at that job's load on the machine), so the speed-ups compare across jobs only roughly.",
         "",
     ]
-
-
-def csv_columns(metrics: tuple[str, ...]) -> tuple[str, ...]:
-    """The CSV's columns after the benchmarked keys: a job's task decides its metric columns."""
-    return (
-        "job",
-        "batch_size",
-        "input_length",
-        *[f"{m}_{side}" for m in metrics for side in ("original", "optimized")],
-        *_CSV_TIMING,
-    )
-
-
-_CSV_TIMING = (
-    "latency_mean_ms_original",
-    "latency_mean_ms_optimized",
-    "latency_p50_ms_original",
-    "latency_p50_ms_optimized",
-    "latency_p90_ms_original",
-    "latency_p90_ms_optimized",
-    "latency_p99_ms_original",
-    "latency_p99_ms_optimized",
-    "throughput_samples_per_s_original",
-    "throughput_samples_per_s_optimized",
-    "speedup",
-    "speedup_window_min",
-    "speedup_window_median",
-    "speedup_window_max",
-    "nodes_quantized",
-    "nodes_excluded",
-    "size_mb_original",
-    "size_mb_optimized",
-    "nothing_quantized",
-)
-
-
-def render_csv(sweep: Sweep) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    metrics = sweep.task.METRICS
-    writer.writerow([*sweep.benchmarked, *csv_columns(metrics)])
-    for job in sweep.finished:
-        r = job.results
-        assert r is not None
-        for s in r.timing.shapes:
-            o, q = s.original, s.quantized
-            writer.writerow(
-                [
-                    *sweep.label(job),
-                    job.name,
-                    s.batch_size,
-                    s.input_length,
-                    *[getattr(getattr(r, side), m) for m in metrics for side in ("original", "quantized")],
-                    o.mean_ms,
-                    q.mean_ms,
-                    o.p50_ms,
-                    q.p50_ms,
-                    o.p90_ms,
-                    q.p90_ms,
-                    o.p99_ms,
-                    q.p99_ms,
-                    o.throughput_samples_per_s,
-                    q.throughput_samples_per_s,
-                    s.speedup,
-                    *window_spread(s.window_speedups),
-                    r.graph.nodes_quantized,
-                    len(r.graph.nodes_excluded),
-                    r.graph.original_size_mb,
-                    r.graph.quantized_size_mb,
-                    r.graph.nothing_quantized,
-                ]
-            )
-    return buffer.getvalue()
-
-
-@dataclass
-class ReportFiles:
-    card: Path
-    csv: Path
-    plots: list[Path]
-
-
-def build_report(sweep_dir: Path, plots: bool = True) -> ReportFiles:
-    """Write the card and the CSV, and (``plots``) the plots, from the sweep's job folders."""
-    sweep = load_sweep(sweep_dir)
-    card = sweep_dir / CARD_FILE
-    atomic_write_text(card, render_card(sweep))
-    table = sweep_dir / CSV_FILE
-    atomic_write_text(table, render_csv(sweep))
-    written: list[Path] = []
-    if plots and sweep.finished:
-        plot_pareto(sweep, sweep_dir / PARETO_PLOT, sweep.task.BUDGET_METRIC)
-        plot_latency(sweep, sweep_dir / LATENCY_PLOT)
-        written = [sweep_dir / PARETO_PLOT, sweep_dir / LATENCY_PLOT]
-    log.info("Sweep report: %s (%d jobs, %d failed)", card, len(sweep.jobs), len(sweep.failed))
-    return ReportFiles(card, table, written)
-
-
-def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    parser = argparse.ArgumentParser(
-        prog="quantsweep-report",
-        description="Write README.md (the card), results.csv and plots into a sweep folder.",
-    )
-    parser.add_argument("sweep", type=Path, help="a sweep folder (one subfolder per job)")
-    args = parser.parse_args(argv)
-    files = build_report(args.sweep)
-    print(files.card)
-
-
-if __name__ == "__main__":
-    main()
