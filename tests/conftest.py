@@ -53,3 +53,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             position[item.nodeid],
         )
     )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop this worker's pre-imported interpreter (quantsweep.testing.prewarmed)."""
+    from quantsweep.testing import prewarmed
+
+    prewarmed.stop()

@@ -323,7 +323,7 @@ def test_changed_evaluation_code_misses_the_fp32_evaluation_and_keeps_the_export
 
     first = job("first")
     again = job("again")
-    evaluate = source / "evaluate.py"
+    evaluate = source / "tasks" / "token_classification" / "scoring.py"
     evaluate.write_text(evaluate.read_text() + "\n# a change to the code that labels words\n")
     changed = job("changed")
     assert {k: v["hit"] for k, v in again["cache"].items()} == {"export": True, "original_evaluation": True}

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 NAME = "calibrate"
 CACHE_KIND = "calibration"
-CODE = (__name__, "quantsweep.batching", "quantsweep.data", "quantsweep.quantize", "quantsweep.tasks")
+CODE = (__name__, "quantsweep.batching", "quantsweep.data", "quantsweep.quantize")
 
 log = logging.getLogger("quantsweep.job")
 

@@ -64,11 +64,17 @@ class JobRun:
         cache = ArtifactCache(Path(cfg.cache_dir) if cfg.cache else None)
         return cls(cfg, job_dir, cache, package_versions(), get(cfg.task))
 
-    def code(self, modules: tuple[str, ...]) -> tuple[str, ...]:
-        """A cached stage's modules and the task's module: their source is part of its key."""
+    def code(self, modules: tuple[str, ...], whole_task: bool = True) -> tuple[str, ...]:
+        """A cached stage's modules and its task's: their source is part of its key.
+
+        The task is its whole folder (rows, encoding, scoring), except for a stage that uses
+        only its model class and export name (``whole_task=False``: the folder's ``__init__``),
+        so that a change to the scoring does not redo the export.
+        """
         from quantsweep.tasks import TASKS
 
-        return (*modules, TASKS[self.cfg.task])
+        task = TASKS[self.cfg.task]
+        return (*modules, task if whole_task else f"{task}.__init__")
 
     def packages(self, *names: str) -> dict[str, str | None]:
         """The versions of these packages, as a cache-key part."""

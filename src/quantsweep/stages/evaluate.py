@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 NAME = "evaluate"
 CACHE_KIND = "original_evaluation"
-CODE = (__name__, "quantsweep.batching", "quantsweep.data", "quantsweep.sessions", "quantsweep.tasks")
+CODE = (__name__, "quantsweep.batching", "quantsweep.data", "quantsweep.sessions")
 PACKAGES = ("onnxruntime",)  # and the task's scoring library (Task.PACKAGES)
 _EVALUATION_FILE = "evaluation.json"
 # per row, the counts exclusion=auto's bootstrap resamples: its evaluation-split bound needs

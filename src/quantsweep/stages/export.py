@@ -74,7 +74,7 @@ def run(job: JobRun, inputs: Inputs) -> ExportedModel:
 
     with job.clock(NAME):
         parts = key_parts(cfg, model, job.packages(*PACKAGES))
-        with job.cached(CACHE_KIND, job.code(CODE), parts, build, "fp32 export") as folder:
+        with job.cached(CACHE_KIND, job.code(CODE, whole_task=False), parts, build, "fp32 export") as folder:
             place(folder / ONNX_FILE, job.job_dir / ONNX_FILE)
             exported = replace(load_exported(folder), onnx_path=job.job_dir / ONNX_FILE)
     log.info("Graph optimization: %s", exported.facts.optimization_applied)

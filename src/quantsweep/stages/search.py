@@ -42,7 +42,6 @@ CODE = (
     "quantsweep.quantize",
     "quantsweep.sensitivity",
     "quantsweep.sessions",
-    "quantsweep.tasks",
     "quantsweep.timing",
 )
 PACKAGES = ("quantsweep", "onnxruntime")  # and the task's scoring library (Task.PACKAGES)

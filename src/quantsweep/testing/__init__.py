@@ -350,9 +350,17 @@ def run_module(
     check: bool = True,
     env: dict[str, str] | None = None,
     timeout: float = 900,
+    fresh: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m module args`` offline (Hub look-ups fail at once), as a user would."""
-    return _run_offline(["-m", module, *args], f"{module} {' '.join(args)}", cwd, check, env, timeout)
+    """Run ``python -m module args`` offline (Hub look-ups fail at once), as a user would.
+
+    The run is a process of its own, forked from an interpreter that has imported the heavy
+    libraries already (:mod:`quantsweep.testing.prewarmed`); ``fresh=True`` starts a new
+    interpreter instead, for tests of the command's own start-up.
+    """
+    return _run_offline(
+        ["-m", module, *args], f"{module} {' '.join(args)}", cwd, check, env, timeout, prewarmed=not fresh
+    )
 
 
 def run_module_code(
@@ -372,19 +380,29 @@ def run_module_code(
 
 
 def _run_offline(
-    argv: list[str], label: str, cwd: Path, check: bool, env: dict[str, str] | None, timeout: float
+    argv: list[str],
+    label: str,
+    cwd: Path,
+    check: bool,
+    env: dict[str, str] | None,
+    timeout: float,
+    prewarmed: bool = False,
 ) -> subprocess.CompletedProcess[str]:
+    from quantsweep.testing import prewarmed as zygote
+
     full_env = dict(
         os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **(env or {})
     )
-    result = subprocess.run(
-        [sys.executable, *argv],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=timeout,
-    )
+    result = zygote.run(argv[1], argv[2:], cwd, full_env, timeout) if prewarmed and argv[0] == "-m" else None
+    if result is None:
+        result = subprocess.run(
+            [sys.executable, *argv],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            env=full_env,
+            timeout=timeout,
+        )
     if check and result.returncode != 0:
         raise AssertionError(f"{label} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
