@@ -26,20 +26,18 @@ from quantsweep.config import (
     SearchObjective,
     SearchStrategy,
 )
-from quantsweep.exclusion_search import (
-    MAX_CONFIRMATIONS,
+from quantsweep.exclusion_search.search import (
     Scored,
     SearchBudget,
     SearchOutcome,
     confirm,
-    drop_bound,
     ordered_choices,
-    resolution,
     search,
 )
-from quantsweep.exclusion_speed import Speed, kept_nodes, mark_kept, node_groups, pattern_of, verdict
+from quantsweep.exclusion_search.sensitivity import channel_sqnr, rank_nodes
+from quantsweep.exclusion_search.speed import Speed, kept_nodes, mark_kept, node_groups, pattern_of, verdict
+from quantsweep.exclusion_search.statistics import MAX_CONFIRMATIONS, drop_bound, resolution
 from quantsweep.results import NodeGroup, NodeSensitivity, SearchStep
-from quantsweep.sensitivity import channel_sqnr, rank_nodes
 
 # ---------------------------------------------------------------- the search alone
 # A model of damage: each node quantized costs this much F1; the search sees only F1.

@@ -19,11 +19,10 @@ JOB_PATH = [
     "environment.py",
     "evaluate.py",
     "exclusion.py",
-    "exclusion_search.py",
+    *(f"exclusion_search/{p.name}" for p in sorted((PACKAGE / "exclusion_search").glob("*.py"))),
     "export.py",
     "quantize.py",
     "results.py",
-    "sensitivity.py",
     "sessions.py",
     "timing.py",
 ]
