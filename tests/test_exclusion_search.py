@@ -26,20 +26,18 @@ from quantsweep.config import (
     SearchObjective,
     SearchStrategy,
 )
-from quantsweep.exclusion_search import (
-    MAX_CONFIRMATIONS,
+from quantsweep.exclusion_search.search import (
     Scored,
     SearchBudget,
     SearchOutcome,
     confirm,
-    drop_bound,
     ordered_choices,
-    resolution,
     search,
 )
-from quantsweep.exclusion_speed import Speed, kept_nodes, mark_kept, node_groups, pattern_of, verdict
+from quantsweep.exclusion_search.sensitivity import channel_sqnr, rank_nodes
+from quantsweep.exclusion_search.speed import Speed, kept_nodes, mark_kept, node_groups, pattern_of, verdict
+from quantsweep.exclusion_search.statistics import MAX_CONFIRMATIONS, drop_bound, resolution
 from quantsweep.records import NodeGroup, NodeSensitivity, SearchStep
-from quantsweep.sensitivity import channel_sqnr, rank_nodes
 
 # ---------------------------------------------------------------- the search alone
 # A model of damage: each node quantized costs this much F1; the search sees only F1.
@@ -374,17 +372,19 @@ def test_entity_counts_add_up_to_seqeval_f1():
 
 
 def test_the_bootstrap_bound_charges_more_than_the_measured_drop_and_is_repeatable():
+    from quantsweep.tasks.token_classification.scoring import f1_from_counts
+
     rng = np.random.default_rng(1)
     actual = rng.integers(1, 4, size=200)
     reference = np.stack([actual, actual, actual], axis=1)  # a perfect model
     candidate = reference.copy()
     hurt = rng.choice(200, size=20, replace=False)
     candidate[hurt, 0] -= 1  # one entity wrong in 10% of sentences
-    measured = drop_bound(reference, candidate, None, seed=0)
-    bound = drop_bound(reference, candidate, 0.9, seed=0)
+    measured = drop_bound(reference, candidate, None, seed=0, metric=f1_from_counts)
+    bound = drop_bound(reference, candidate, 0.9, seed=0, metric=f1_from_counts)
     assert measured > 0 and bound > measured
-    assert drop_bound(reference, candidate, 0.9, seed=0) == bound
-    assert drop_bound(reference, reference, 0.9, seed=0) == 0.0
+    assert drop_bound(reference, candidate, 0.9, seed=0, metric=f1_from_counts) == bound
+    assert drop_bound(reference, reference, 0.9, seed=0, metric=f1_from_counts) == 0.0
 
 
 # ---------------------------------------------------------------- config checks

@@ -17,8 +17,9 @@ import pytest
 
 from latency_fixture import SHAPE, VOCAB_SIZE, PlantedLatency, write_planted_latency_model
 from quantsweep.config import SearchObjective, SearchStrategy
-from quantsweep.exclusion_search import CandidateModels, Scored, SearchBudget, candidate_nodes, search
-from quantsweep.exclusion_speed import SpeedProbe, kept_nodes
+from quantsweep.exclusion_search.candidates import CandidateModels, candidate_nodes
+from quantsweep.exclusion_search.search import Scored, SearchBudget, search
+from quantsweep.exclusion_search.speed import SpeedProbe, kept_nodes
 from quantsweep.quantize import QuantizationRequest
 from quantsweep.records import NodeSensitivity
 from quantsweep.sessions import SessionSettings

@@ -345,7 +345,7 @@ def test_too_few_search_rows_are_refused_naming_holdout_samples():
 
 
 def test_the_search_splits_its_rows_as_the_check_counted_them():
-    from quantsweep.exclusion_search import HeldOutRows
+    from quantsweep.exclusion_search.candidates import HeldOutRows
 
     for rows, fraction in ((200, 0.4), (75, 0.4), (61, 0.5), (30, 0.0)):
         data = TaggedSentences([["a"]] * rows, [["O"]] * rows, ["O"], "data", "train")

@@ -112,7 +112,7 @@ def budget_drop(job: JobRun, counts: tuple[np.ndarray, np.ndarray]) -> Evaluatio
     From the per-row counts of the passes that scored both models (the original's from
     its cache entry); other jobs have no budget and skip it.
     """
-    from quantsweep.exclusion_search import drop_bound, within_budget
+    from quantsweep.exclusion_search.statistics import drop_bound, within_budget
 
     cfg, task = job.cfg, job.task
     if not cfg.exclusion.auto:

@@ -26,21 +26,20 @@ from quantsweep.stages.load import Inputs
 from quantsweep.stages.plan import Plan
 
 if TYPE_CHECKING:
-    from quantsweep.exclusion_search import HeldOutRows
-    from quantsweep.exclusion_speed import SpeedProbe
+    from quantsweep.exclusion_search.candidates import HeldOutRows
+    from quantsweep.exclusion_search.speed import SpeedProbe
     from quantsweep.export import ExportedModel
     from quantsweep.sessions import SessionSettings
 
 NAME = "search"
 CACHE_KIND = "exclusion_search"
+# every module of the exclusion_search package by name: code_digest hashes <module>.py files
 CODE = (
     __name__,
     "quantsweep.batching",
     "quantsweep.data",
     "quantsweep.exclusion_search",
-    "quantsweep.exclusion_speed",
     "quantsweep.quantize",
-    "quantsweep.sensitivity",
     "quantsweep.sessions",
     "quantsweep.timing",
 )
@@ -116,7 +115,8 @@ def run(
 def _search(
     job: JobRun, inputs: Inputs, exported: ExportedModel, plan: Plan, calibration: Calibration
 ) -> ExclusionSearchResult:
-    from quantsweep.exclusion_search import HeldOutRows, find_exclusions
+    from quantsweep.exclusion_search.candidates import HeldOutRows
+    from quantsweep.exclusion_search.find import find_exclusions
     from quantsweep.sessions import SessionSettings
 
     cfg, data = job.cfg, inputs.holdout_data
@@ -166,7 +166,7 @@ def _search(
 
 def _probe(cfg: RunConfig, inputs: Inputs, input_names: list[str], settings: SessionSettings) -> SpeedProbe:
     """Times candidates as the time stage will: the job's session settings and synthetic rows."""
-    from quantsweep.exclusion_speed import SpeedProbe
+    from quantsweep.exclusion_search.speed import SpeedProbe
     from quantsweep.timing import synthetic_inputs
 
     batch, length = timing_shape(cfg)
