@@ -29,6 +29,11 @@ from quantsweep.tasks.checks import check_task
 
 log = logging.getLogger("quantsweep")
 
+# Set by `quantsweep-reproduce` for the job it starts: the saved job's group choices and where it
+# came from, so the new run is named after the job it reproduces (its primary config is a
+# checked copy, not groups).
+REPRODUCES_VARIABLE = "QUANTSWEEP_REPRODUCES"
+
 
 def job_name(overrides: Any, choices: Any = None) -> str:
     """A folder and run name from the job's group choices, e.g. ``static-add_matmul-sensitive``.
@@ -259,8 +264,6 @@ def _not_logged(uri: str, verdict: str, job_dir: Path, sweep_dir: Path | None, t
 
 def reproduced_job() -> dict[str, Any] | None:
     """What `quantsweep-reproduce` says this job reproduces: the saved job's choices and its source."""
-    from quantsweep.reproduce import REPRODUCES_VARIABLE
-
     text = os.environ.get(REPRODUCES_VARIABLE)
     if not text:
         return None

@@ -47,9 +47,6 @@ from quantsweep.tasks import of_results
 if TYPE_CHECKING:
     from quantsweep.config import RunConfig
 
-# Set for the reproducing job: the saved job's group choices and where it came from, so the
-# new run is named after the job it reproduces (its primary config is a checked copy, not groups).
-REPRODUCES_VARIABLE = "QUANTSWEEP_REPRODUCES"
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
 # A saved config is a few hundred values; a YAML alias bomb expands to billions. Past this
 # many nodes the file is refused before anything walks or copies it further.
@@ -477,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
             *(["cache=false"] if args.no_cache else []),
             *args.overrides,
         ]
+        from quantsweep.cli import REPRODUCES_VARIABLE
+
         origin = {"choices": choices, "source": args.target}
         completed = subprocess.run(
             command, check=False, env={**os.environ, REPRODUCES_VARIABLE: json.dumps(origin)}
