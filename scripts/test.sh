@@ -17,4 +17,5 @@ export RUFF_CACHE_DIR=$cache/ruff MYPY_CACHE_DIR=$cache/mypy PYTHONPYCACHEPREFIX
 # Two workers: most tests wait on subprocesses, servers and single-threaded Python start-up,
 # so two of them share 2 cores well (measured: 6.6 min instead of 10.4 for the suite). Three
 # gained nothing measurable (clean-clone CI of 2026-11-30: pytest 22:44 against 23:05).
-.venv/bin/python -m pytest -n 2 -o cache_dir=$cache/pytest "$@"
+# loadgroup: each module on one worker (tests/conftest.py groups them), so module fixtures are built once
+.venv/bin/python -m pytest -n 2 --dist loadgroup -o cache_dir=$cache/pytest "$@"

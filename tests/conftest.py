@@ -29,27 +29,71 @@ def conll_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny.write_dataset(tmp_path_factory.mktemp("data") / "conll")
 
 
+@pytest.fixture(scope="session")
+def classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny.write_classifier(tmp_path_factory.mktemp("models") / "classifier")
+
+
+@pytest.fixture(scope="session")
+def sentences_dir(classifier_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny.write_classification_dataset(classifier_dir, tmp_path_factory.mktemp("data") / "sentences")
+
+
+@pytest.fixture(scope="session")
+def pairs_dir(classifier_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny.write_classification_dataset(
+        classifier_dir, tmp_path_factory.mktemp("data") / "pairs", pairs=True
+    )
+
+
+@pytest.fixture
+def datasets_cache_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """datasets writes the Arrow copies of what it loads here, not into the user's cache."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
+
+
+# The suite's tiers, one folder each (README, "Development"): `pytest -m unit` is the fast lane.
+TIERS = {
+    "unit": "pure functions and records; no job, no server, no export of a whole job",
+    "integration": "jobs on tiny models (forked from a pre-imported interpreter), caches, MLflow",
+    "e2e": "the commands as a user runs them, each in a fresh interpreter",
+    "launcher": "the SageMaker launcher against moto and the container harness",
+}
+# the order modules start in: a long module started last leaves the other worker idle
+_TIER_ORDER = ("launcher", "e2e", "integration", "unit")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for tier, what in TIERS.items():
+        config.addinivalue_line("markers", f"{tier}: {what}")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The modules with the most end-to-end (slow) tests first, and those tests first in each.
+    """Mark each test with its folder's tier and group it with its module, longest tiers first.
 
-    pytest-xdist hands tests out in this order: a multi-minute test started last would
-    leave one worker busy while the other idles. Each module's tests stay together, so
-    module-scoped fixtures (an MLflow server, a fine-tuned model) are not set up twice.
+    With ``--dist loadgroup`` (scripts/test.sh) a module runs on one xdist worker, so its
+    module-scoped fixtures (an MLflow server, moto, a fine-tuned model) are built once, not
+    once per worker. Within a tier, larger modules start first (a rough stand-in for longer).
     """
+    root = Path(__file__).parent
 
-    def module(item: pytest.Item) -> str:
-        return item.nodeid.split("::", 1)[0]
+    def tier(item: pytest.Item) -> str:
+        folder = item.path.relative_to(root).parts[0]
+        if folder not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: a test lives in one of the tier folders {sorted(TIERS)}")
+        return folder
 
-    slow_per_module: dict[str, int] = {}
     for item in items:
-        slow = item.get_closest_marker("slow") is not None
-        slow_per_module[module(item)] = slow_per_module.get(module(item), 0) + slow
+        item.add_marker(getattr(pytest.mark, tier(item)))
+        item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
     position = {item.nodeid: index for index, item in enumerate(items)}
     items.sort(
         key=lambda item: (
-            -slow_per_module[module(item)],
-            module(item),
-            item.get_closest_marker("slow") is None,
+            _TIER_ORDER.index(tier(item)),
+            -item.path.stat().st_size,
+            str(item.path),
             position[item.nodeid],
         )
     )

@@ -114,7 +114,6 @@ def test_a_split_missing_from_the_cached_snapshot_is_named(tmp_path):
     assert "split 'train'" in loaded["error"]
 
 
-@pytest.mark.slow
 def test_the_default_run_gets_past_loading_and_records_the_hub_rows(tmp_path, distilbert_dir):
     """The real `quantsweep` with the default data (only the model is a tiny local one)."""
     commit = write_conversion(tmp_path)

@@ -26,6 +26,13 @@ constraints and command) share the environment that the first of them installed 
 the later ones still run the command, whose pip then finds everything in place. A job
 with other sources or constraints gets its own environment: no job sees what a
 different install put there.
+
+With ``preinstalled`` set, the image is the one ``launchers/Dockerfile`` builds instead: the
+job's bundle installed into the image once, as the Dockerfile's ``RUN pip install`` does, its
+``bundle.json`` copied beside it and ``QUANTSWEEP_PREINSTALLED`` naming the copy (the
+Dockerfile's ``ENV``). The job's own install step then compares the two files and installs
+nothing, as in such an image; a bundle with other sources still installs. Hydra's launcher
+suites run this way (they test the launcher, not pip); the remote-sweep tests install for real.
 """
 
 from __future__ import annotations
@@ -118,6 +125,31 @@ class ContainerImage:
                 (site / f"{NETWORK_MODULE}.pth").write_text(f"import {NETWORK_MODULE}\n", encoding="utf-8")
         return venv
 
+    def preinstall(self, venv: Path, bundle: Path) -> Path:
+        """``bundle`` installed into ``venv`` as launchers/Dockerfile installs it; the copy of its bundle.json."""
+        copy = venv / "opt-quantsweep" / "bundle.json"
+        with _lock(venv):
+            if copy.is_file() and copy.read_bytes() == (bundle / "bundle.json").read_bytes():
+                return copy
+            pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--no-cache-dir", "-q"]
+            subprocess.run(
+                [
+                    *pip,
+                    "--disable-pip-version-check",
+                    "-r",
+                    "requirements.txt",
+                    "-c",
+                    "container-constraints.txt",
+                ],
+                check=True,
+                cwd=bundle,
+                env=_clean_environment(),
+            )
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(bundle / "bundle.json", copy)
+            (venv / "installed").write_text("", encoding="utf-8")
+        return copy
+
 
 # The container's network, as far as the harness can play it: a job runs on this machine, so
 # 127.0.0.1 would reach every server a test starts, which a real training job never could.
@@ -176,6 +208,8 @@ class FakeSageMaker:
         self.jobs: queue.Queue[Any] = queue.Queue()
         self.finished: dict[str, subprocess.CompletedProcess[str]] = {}
         self.url = ""
+        # run jobs on an image with the bundle preinstalled (launchers/Dockerfile), not a plain one
+        self.preinstalled = False
         self._patched: Any = None
         self.root = workdir / "opt" / "ml"
 
@@ -308,10 +342,14 @@ class FakeSageMaker:
         command = list(spec.get("ContainerEntrypoint") or []) + list(spec.get("ContainerArguments") or [])
         venv = self.image.job_environment(install_key(Path(channels.get("bundle", root)), command))
         self.environments[name] = venv
+        image_env = {}  # the image's ENV lines; the job's Environment overrides them
+        if self.preinstalled and "bundle" in channels:
+            image_env["QUANTSWEEP_PREINSTALLED"] = str(self.image.preinstall(venv, Path(channels["bundle"])))
         env = {
             **_clean_environment(),
             **OFFLINE,
             "HF_HOME": str(self.workdir / "hf-home"),
+            **image_env,
             **job.container_environment,
             "QUANTSWEEP_OPT_ML": str(root),
             "HARNESS_UNREACHABLE": ",".join(f"{host}:{port}" for host, port in sorted(self.unreachable)),
@@ -332,6 +370,14 @@ class FakeSageMaker:
             )
             if result.returncode == 0:
                 installed.write_text("", encoding="utf-8")
+        if image_env and "installed in the image; nothing to install" not in result.stdout + result.stderr:
+            # the point of a preinstalled image: a job that installs anyway is a failure of the path
+            result = subprocess.CompletedProcess(
+                result.args,
+                97,
+                result.stdout,
+                result.stderr + "\nharness: the job installed into a preinstalled image",
+            )
         self.finished[name] = result
         self._log(name, (result.stdout + result.stderr).splitlines(), started)
         if result.returncode == 0:

@@ -20,7 +20,7 @@ from quantsweep.plots import drop_axis, pareto_front
 from quantsweep.report import build_report
 from quantsweep.sweep import load_sweep
 
-SEED_CARD = Path(__file__).resolve().parents[2] / "shared" / "reference" / "seed_model_card.md"
+SEED_CARD = Path(__file__).resolve().parents[3] / "shared" / "reference" / "seed_model_card.md"
 SEED_ORDER = [
     "Fixed parameters:",
     "Benchmarked parameters:",

@@ -230,7 +230,7 @@ def test_help_lists_groups_and_imports_no_heavy_library():
 
 
 EXPERIMENTS = sorted(
-    p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("*.yaml")
+    p.stem for p in (Path(__file__).resolve().parents[2] / "conf" / "experiment").glob("*.yaml")
 )
 
 

@@ -8,7 +8,7 @@ import runpy
 from pathlib import Path
 from typing import Any
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "compare_sweeps.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "compare_sweeps.py"
 compare = runpy.run_path(str(SCRIPT))["compare"]
 
 RESULTS: dict[str, Any] = {

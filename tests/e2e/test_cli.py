@@ -6,7 +6,6 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from quantsweep.results import SCHEMA_VERSION
@@ -32,7 +31,6 @@ def data_args(model: Path, data: Path) -> list[str]:
     return [f"model_name_or_path={model}", f"dataset.path={data}"]
 
 
-@pytest.mark.slow
 def test_single_run_writes_a_complete_job_directory(tmp_path, distilbert_dir, conll_dir):
     job = tmp_path / "job"
     args = [
@@ -91,7 +89,6 @@ def test_single_run_writes_a_complete_job_directory(tmp_path, distilbert_dir, co
     assert (job / "results.json").stat().st_mtime_ns != stamp
 
 
-@pytest.mark.slow
 def test_seed_card_sweep_runs_eight_jobs_and_resumes(tmp_path, distilbert_dir, conll_dir):
     sweep = tmp_path / "sweep"
     args = [
@@ -196,7 +193,6 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
     assert not list(tmp_path.rglob("results.json"))
 
 
-@pytest.mark.slow
 def test_a_failed_job_is_listed_in_the_card_and_the_others_finish(tmp_path, distilbert_dir, conll_dir):
     sweep = tmp_path / "sweep"
     fast = [a for a in FAST if not a.startswith("benchmark.duration")]

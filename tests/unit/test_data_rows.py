@@ -1,24 +1,18 @@
-"""Loading tagged sentences from every supported source, the offline Hub error, and one file per split."""
-
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
+from test_data import conll_files
 
 from quantsweep import testing as tiny
-from quantsweep.config import ConfigError, DatasetConfig, RunConfig
+from quantsweep.config import ConfigError, DatasetConfig
 from quantsweep.data import DataError, read_conll, sample_rows
-from quantsweep.tasks.token_classification.rows import TaggedSentences, load_split
+from quantsweep.tasks.token_classification.rows import load_split
 
-
-@pytest.fixture(autouse=True)
-def datasets_cache_in_tmp(tmp_path, monkeypatch):
-    """datasets writes the Arrow copies of what it loads here, not into the user's cache."""
-    import datasets
-
-    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
+# datasets writes the Arrow copies of what these tests load into a temporary folder
+pytestmark = pytest.mark.usefixtures("datasets_cache_in_tmp")
 
 
 def test_conll_columns_and_docstart(conll_dir):
@@ -108,16 +102,6 @@ def test_conll_files_load_through_datasets_builder_when_available(conll_dir):
         assert "datasets conll builder" in data.source
 
 
-# ---------------------------------------------------------------- one source per split
-
-
-def conll_files(folder: Path) -> Path:
-    """train.conll and dev.conll: names no split convention would find."""
-    tiny.write_conll(folder / "train.conll", tiny.sentences(40, seed=1))
-    tiny.write_conll(folder / "dev.conll", tiny.sentences(24, seed=2))
-    return folder
-
-
 SPLIT_FILES = {"train": "train.conll", "validation": "dev.conll"}
 
 
@@ -197,57 +181,3 @@ def test_a_saved_dataset_dict_still_serves_its_splits(tmp_path):
     part = datasets.Dataset.from_dict({"tokens": [t for t, _ in rows], "ner_tags": [g for _, g in rows]})
     datasets.DatasetDict({"train": part, "validation": part}).save_to_disk(str(tmp_path / "saved"))
     assert len(load_split(DatasetConfig(path=str(tmp_path / "saved")), "train")) == 6
-
-
-FAST = ["quantization=static", "calibration.num_calibration_samples=16", *tiny.FAST_JOB]
-
-
-def test_quantsweep_refuses_a_single_file_for_calibration(tmp_path, distilbert_dir):
-    tiny.write_conll(tmp_path / "all.conll", tiny.sentences(40, seed=1))
-    job = tmp_path / "job"
-    result = tiny.run_module(
-        "quantsweep.cli",
-        f"model_name_or_path={distilbert_dir}",
-        f"dataset.path={tmp_path / 'all.conll'}",
-        *FAST,
-        f"cache_dir={tmp_path / 'cache'}",
-        f"hydra.run.dir={job}",
-        cwd=tmp_path,
-        check=False,
-    )
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    message = result.stderr.split("quantsweep: ", 1)[1]
-    assert "`dataset.path` is" in message and "a single file without splits" in message
-    assert "`dataset.calibration_split` (train)" in message and "dataset.data_files={train:" in message
-    assert not (job / "results.json").exists() and not (job / "model.onnx").exists()
-
-
-@pytest.mark.slow
-def test_quantsweep_calibrates_on_the_train_file_never_on_the_evaluation_rows(tmp_path, distilbert_dir):
-    folder = conll_files(tmp_path / "data")
-    job = tmp_path / "job"
-    tiny.run_module(
-        "quantsweep.cli",
-        f"model_name_or_path={distilbert_dir}",
-        f"dataset.path={folder}",
-        "dataset.data_files={train: train.conll, validation: dev.conll}",
-        *FAST,
-        f"cache_dir={tmp_path / 'cache'}",
-        f"hydra.run.dir={job}",
-        cwd=tmp_path,
-    )
-    recorded = json.loads((job / "results.json").read_text())["dataset"]
-
-    def rows_of(file: str, split: str) -> TaggedSentences:
-        columns = read_conll(folder / file)
-        return TaggedSentences(columns["tokens"], columns["ner_tags"], tiny.LABELS, file, split)
-
-    evaluation = rows_of("dev.conll", "validation")
-    # the job draws its calibration rows from the train file by a shuffle seeded with `seed`
-    calibration = sample_rows(rows_of("train.conll", "train"), 16, seed=RunConfig().seed)
-    assert recorded["eval_fingerprint"] == evaluation.fingerprint
-    assert recorded["calibration_fingerprint"] == calibration.fingerprint
-    assert recorded["calibration_samples"] == 16
-    # and not one calibration sentence is an evaluation sentence
-    assert not {tuple(t) for t in calibration.tokens} & {tuple(t) for t in evaluation.tokens}

@@ -19,16 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sagemaker_suite_tasks
 import yaml
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 from hydra.test_utils.test_utils import SweepTaskFunction
-
-import sagemaker_suite_tasks
-from quantsweep.testing import run_module
 from sagemaker_harness import ContainerImage, FakeSageMaker
 from test_mlflow_server import mlflow_server, rest, runs_of  # noqa: F401  (mlflow_server: a fixture)
 
-REPO = Path(__file__).resolve().parents[1]
+from quantsweep.testing import run_module
+
+REPO = Path(__file__).resolve().parents[2]
 FAST = [
     "benchmark.duration=0.04",
     "benchmark.batch_sizes=[1]",
@@ -199,7 +199,6 @@ def _json_blocks(text: str) -> list[str]:
     return blocks
 
 
-@pytest.mark.slow
 def test_a_remote_sweep_lands_like_a_local_one(
     tmp_path,
     sagemaker,
@@ -299,7 +298,6 @@ def test_a_remote_sweep_lands_like_a_local_one(
         assert not [n for n in installed if n.startswith(("torch", "nvidia", "triton"))], installed
 
 
-@pytest.mark.slow
 def test_a_failed_job_reports_sagemakers_reason_and_the_others_finish(
     tmp_path, sagemaker, distilbert_dir, conll_dir
 ):
@@ -428,15 +426,21 @@ def hydra_sweep_runner() -> Callable[..., SweepTaskFunction]:
     return make
 
 
-@pytest.mark.slow
-@pytest.mark.usefixtures("sagemaker", "hydra_default_version_base")
+@pytest.fixture
+def preinstalled_image(sagemaker: FakeSageMaker) -> Iterator[FakeSageMaker]:
+    """Jobs run on an image with the bundle preinstalled, as launchers/Dockerfile builds one."""
+    sagemaker.preinstalled = True
+    yield sagemaker
+    sagemaker.preinstalled = False
+
+
+@pytest.mark.usefixtures("sagemaker", "preinstalled_image", "hydra_default_version_base")
 @pytest.mark.parametrize("launcher_name, overrides", [("sagemaker", suite_flags()[1:])])
 class TestLauncherSuite(LauncherTestSuite):
     pass
 
 
-@pytest.mark.slow
-@pytest.mark.usefixtures("sagemaker")
+@pytest.mark.usefixtures("sagemaker", "preinstalled_image")
 @pytest.mark.parametrize("task_launcher_cfg, extra_flags", [({}, ["-m", *suite_flags()])])
 class TestIntegrationSuite(IntegrationTestSuite):
     def get_test_app_working_dir(self) -> Path:
@@ -453,7 +457,6 @@ class _Planted:
         return (Path.touch, (self.marker,))
 
 
-@pytest.mark.slow
 def test_a_pickle_planted_in_the_output_is_never_loaded(tmp_path, sagemaker, hydra_default_version_base):
     """Inside model.tar.gz and in the output prefix: the job comes home from return.json alone."""
     marker = tmp_path / "unpickled"

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from latency_fixture import SHAPE, VOCAB_SIZE, PlantedLatency, write_planted_latency_model
+
 from quantsweep.config import SearchObjective, SearchStrategy
 from quantsweep.exclusion_search.candidates import CandidateModels, candidate_nodes
 from quantsweep.exclusion_search.search import Scored, SearchBudget, search
@@ -57,7 +57,6 @@ def _ranking(planted: PlantedLatency) -> list[NodeSensitivity]:
     ]
 
 
-@pytest.mark.slow
 def test_the_speed_objective_keeps_a_group_that_is_slower_quantized_and_fewest_fp32_does_not(
     planted: PlantedLatency, tmp_path: Path
 ) -> None:

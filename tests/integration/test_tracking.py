@@ -154,7 +154,6 @@ def test_metric_names_sort_by_shape():
     assert MlflowConfig().enabled
 
 
-@pytest.mark.slow
 def test_reproduce_from_a_job_folder_and_from_an_mlflow_run(tmp_path, distilbert_dir, conll_dir):
     import mlflow
 

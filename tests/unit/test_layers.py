@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "quantsweep"
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "quantsweep"
 
 # Each layer's modules (a name also covers the modules of the package it names).
 LAYERS: dict[str, tuple[str, ...]] = {

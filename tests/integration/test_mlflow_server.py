@@ -21,14 +21,12 @@ from typing import Any
 
 import pytest
 from omegaconf import OmegaConf
+from test_tracking import FAST, free_port
 
 from quantsweep.callback import ReportCallback
 from quantsweep.files import CARD_FILE, CSV_FILE, PARETO_PLOT
 from quantsweep.testing import run_module
 from quantsweep.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, UNREACHABLE_FILE
-from test_tracking import FAST, free_port
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +53,9 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # MLflow 3's server starts six job-runner processes (for GenAI scorers) that poll all the
+        # time; quantsweep runs no server jobs, and on 2 cores they took a third of one
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "quantsweep"
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "quantsweep"
 JOB_PATH = [
     "job.py",
     *(f"stages/{p.name}" for p in sorted((PACKAGE / "stages").glob("*.py"))),
