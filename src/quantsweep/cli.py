@@ -56,7 +56,7 @@ def job_name(overrides: Any, choices: Any = None) -> str:
     name = "-".join(p for p in parts if p) or "default"
     if others:
         # hashed without credentials: a folder name must not let anyone test password guesses
-        from quantsweep.tracking import redact_uri
+        from quantsweep.redaction import redact_uri
 
         hashed = "\n".join(sorted(redact_uri(other) for other in others))
         name += "-" + hashlib.sha256(hashed.encode()).hexdigest()[:8]
@@ -129,7 +129,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     job_dir = Path(hydra_cfg.runtime.output_dir)
     saved_config = job_dir / hydra_cfg.output_subdir if hydra_cfg.output_subdir else None
-    from quantsweep.tracking import MULTIRUN_YAML, scrub_config_files, yaml_files
+    from quantsweep.redaction import MULTIRUN_YAML, scrub_config_files, yaml_files
 
     scrub_config_files(saved_config)
     if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -199,14 +199,8 @@ def track(job_dir: Path, run_config: RunConfig, sweep_dir: Path | None) -> None:
     found down then is not waited on, and one that fails now is recorded as down, so the
     sweep's later jobs skip it too. The outage is announced once; the rest say how to log later.
     """
-    from quantsweep.tracking import (
-        announce_unreachable,
-        announced,
-        log_job,
-        redact_uri,
-        server_verdict,
-        tracking_uri,
-    )
+    from quantsweep.redaction import redact_uri
+    from quantsweep.tracking import announce_unreachable, announced, log_job, server_verdict, tracking_uri
 
     uri = tracking_uri(run_config.mlflow)
     later = sweep_dir or job_dir
@@ -236,7 +230,8 @@ def track(job_dir: Path, run_config: RunConfig, sweep_dir: Path | None) -> None:
 
 def _not_logged(uri: str, verdict: str, job_dir: Path, sweep_dir: Path | None, told: bool) -> None:
     """Say that a job skipped MLflow: the whole story if nobody has yet, else where to pick it up."""
-    from quantsweep.tracking import announce_unreachable, redact_uri
+    from quantsweep.redaction import redact_uri
+    from quantsweep.tracking import announce_unreachable
 
     if not told:
         announce_unreachable(uri, verdict, sweep_dir or job_dir, "sweep" if sweep_dir else "run")
@@ -271,7 +266,7 @@ def reproduced_job() -> dict[str, Any] | None:
 
 def _redact_credentials(config: dict[Any, Any]) -> None:
     """The user:password@ of a tracking URI never reaches results.json (the job itself still uses it)."""
-    from quantsweep.tracking import redact_uri
+    from quantsweep.redaction import redact_uri
 
     node = config.get("mlflow")
     if isinstance(node, dict) and isinstance(node.get("tracking_uri"), str):
@@ -280,8 +275,8 @@ def _redact_credentials(config: dict[Any, Any]) -> None:
 
 def record_failure(job_dir: Path, error: BaseException) -> None:
     """Leave the error beside the job's config, so a sweep report can list it (credentials redacted)."""
+    from quantsweep.redaction import redact_uri
     from quantsweep.results import atomic_write_text
-    from quantsweep.tracking import redact_uri
 
     atomic_write_text(job_dir / ERROR_FILE, redact_uri(f"{type(error).__name__}: {error}\n"))
 
