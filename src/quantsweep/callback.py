@@ -58,7 +58,8 @@ class ReportCallback(Callback):
         _check_output_folder(Path(config.hydra.run.dir), "hydra.run.dir")
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        from quantsweep.tracking import check_tracking_server, redact_launcher_log
+        from quantsweep.redaction import redact_launcher_log
+        from quantsweep.tracking import check_tracking_server
 
         _check_output_folder(Path(config.hydra.sweep.dir), "hydra.sweep.dir")
         redact_launcher_log()
@@ -85,7 +86,7 @@ class ReportCallback(Callback):
         if config.hydra.mode != RunMode.MULTIRUN:
             return
         if getattr(job_return, "overrides", None):
-            from quantsweep.tracking import redact_uri
+            from quantsweep.redaction import redact_uri
 
             # Hydra prints a failed job's overrides to stderr ("Error executing job with overrides")
             job_return.overrides = [redact_uri(str(override)) for override in job_return.overrides]
@@ -98,7 +99,8 @@ class ReportCallback(Callback):
             print(f"Sweep report: {files.card}")
         settings = self._mlflow(config)
         if settings is not None:
-            from quantsweep.tracking import known_verdict, redact_uri, tracking_uri
+            from quantsweep.redaction import redact_uri
+            from quantsweep.tracking import known_verdict, tracking_uri
 
             uri, sweep_dir = tracking_uri(settings), Path(config.hydra.sweep.dir)
             if known_verdict(uri, sweep_dir) is not None:
@@ -152,7 +154,8 @@ class ReportCallback(Callback):
             files = fallback
         settings = ReportCallback._mlflow(config)
         if complete and settings is not None:
-            from quantsweep.tracking import known_verdict, log_report, redact_uri, tracking_uri
+            from quantsweep.redaction import redact_uri
+            from quantsweep.tracking import known_verdict, log_report, tracking_uri
 
             if known_verdict(tracking_uri(settings), sweep_dir) is not None:
                 return files  # the server is down: the end of the sweep names quantsweep-log

@@ -62,7 +62,7 @@ def job_name(overrides: Any, choices: Any = None) -> str:
     name = "-".join(p for p in parts if p) or "default"
     if others:
         # hashed without credentials: a folder name must not let anyone test password guesses
-        from quantsweep.tracking import redact_uri
+        from quantsweep.redaction import redact_uri
 
         hashed = "\n".join(sorted(redact_uri(other) for other in others))
         name += "-" + hashlib.sha256(hashed.encode()).hexdigest()[:8]
@@ -131,12 +131,28 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (ConfigError, DataError, ModelLoadError, LabelMismatchError, ExclusionError)
 
 
+def _checked_run_config(cfg: DictConfig, choices: dict[str, str]) -> RunConfig:
+    """The job's typed config, checked before any work; drops choices that play no part in it."""
+    run_config = to_run_config(cfg)
+    check_choices(run_config, choices)
+    if run_config.cache:
+        check_writable(
+            Path(run_config.cache_dir),
+            "cache_dir",
+            "name a folder quantsweep may write, or set cache=false.",
+        )
+    if not run_config.is_static:
+        choices.pop("calibration", None)  # calibration plays no part in dynamic quantization
+    return run_config
+
+
 @hydra.main(version_base="1.3", config_path="pkg://quantsweep.conf", config_name="config")
 def run(cfg: DictConfig) -> dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     job_dir = Path(hydra_cfg.runtime.output_dir)
     saved_config = job_dir / hydra_cfg.output_subdir if hydra_cfg.output_subdir else None
-    from quantsweep.tracking import MULTIRUN_YAML, scrub_config_files, yaml_files
+    from quantsweep.files import MULTIRUN_YAML
+    from quantsweep.redaction import scrub_config_files, yaml_files
 
     scrub_config_files(saved_config)
     if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -148,16 +164,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if origin is not None and not choices:
         choices = dict(origin["choices"])  # a saved config has no groups: name the job it reproduces
     try:
-        run_config = to_run_config(cfg)
-        check_choices(run_config, choices)
-        if run_config.cache:
-            check_writable(
-                Path(run_config.cache_dir),
-                "cache_dir",
-                "name a folder quantsweep may write, or set cache=false.",
-            )
-        if not run_config.is_static:
-            choices.pop("calibration", None)  # calibration plays no part in dynamic quantization
+        run_config = _checked_run_config(cfg, choices)
         from quantsweep.job import run_job
 
         config_dict = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
@@ -206,14 +213,8 @@ def track(job_dir: Path, run_config: RunConfig, sweep_dir: Path | None) -> None:
     found down then is not waited on, and one that fails now is recorded as down, so the
     sweep's later jobs skip it too. The outage is announced once; the rest say how to log later.
     """
-    from quantsweep.tracking import (
-        announce_unreachable,
-        announced,
-        log_job,
-        redact_uri,
-        server_verdict,
-        tracking_uri,
-    )
+    from quantsweep.redaction import redact_uri
+    from quantsweep.tracking import announce_unreachable, announced, log_job, server_verdict, tracking_uri
 
     uri = tracking_uri(run_config.mlflow)
     later = sweep_dir or job_dir
@@ -243,7 +244,8 @@ def track(job_dir: Path, run_config: RunConfig, sweep_dir: Path | None) -> None:
 
 def _not_logged(uri: str, verdict: str, job_dir: Path, sweep_dir: Path | None, told: bool) -> None:
     """Say that a job skipped MLflow: the whole story if nobody has yet, else where to pick it up."""
-    from quantsweep.tracking import announce_unreachable, redact_uri
+    from quantsweep.redaction import redact_uri
+    from quantsweep.tracking import announce_unreachable
 
     if not told:
         announce_unreachable(uri, verdict, sweep_dir or job_dir, "sweep" if sweep_dir else "run")
@@ -276,7 +278,7 @@ def reproduced_job() -> dict[str, Any] | None:
 
 def _redact_credentials(config: dict[Any, Any]) -> None:
     """The user:password@ of a tracking URI never reaches results.json (the job itself still uses it)."""
-    from quantsweep.tracking import redact_uri
+    from quantsweep.redaction import redact_uri
 
     node = config.get("mlflow")
     if isinstance(node, dict) and isinstance(node.get("tracking_uri"), str):
@@ -286,7 +288,7 @@ def _redact_credentials(config: dict[Any, Any]) -> None:
 def record_failure(job_dir: Path, error: BaseException) -> None:
     """Leave the error beside the job's config, so a sweep report can list it (credentials redacted)."""
     from quantsweep.files import atomic_write_text
-    from quantsweep.tracking import redact_uri
+    from quantsweep.redaction import redact_uri
 
     atomic_write_text(job_dir / ERROR_FILE, redact_uri(f"{type(error).__name__}: {error}\n"))
 

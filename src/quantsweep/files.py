@@ -29,6 +29,14 @@ CARD_FILE = "README.md"
 CSV_FILE = "results.csv"
 PARETO_PLOT = "f1_vs_speedup.png"
 LATENCY_PLOT = "latency_vs_length.png"
+# Hydra's record of a sweep's config, in the sweep folder
+MULTIRUN_YAML = "multirun.yaml"
+# written into a sweep folder when its tracking server was found unreachable, so that
+# jobs run by a launcher in other processes skip MLflow too instead of waiting on it
+UNREACHABLE_FILE = "mlflow_unreachable.json"
+# in a job folder: where a rerun moves the previous run's files, and the lock of a running job
+SUPERSEDED_DIR = "superseded"
+LOCK_FILE = ".quantsweep.lock"
 # every file a job writes into its folder: what a rerun moves aside, and nothing else
 JOB_FILES = (RESULTS_FILE, ERROR_FILE, ONNX_FILE, QUANTIZED_FILE, EXCLUSION_FILE, SENSITIVITY_PLOT)
 

@@ -41,17 +41,17 @@ import yaml
 from quantsweep.config import ConfigError, flatten, is_how_to_run
 from quantsweep.files import (
     JOB_FILES,
+    LOCK_FILE,
     ONNX_FILE,
     QUANTIZED_FILE,
     RESULTS_FILE,
+    SUPERSEDED_DIR,
     atomic_write_text,
     read_results,
 )
 
 log = logging.getLogger("quantsweep.job")
 
-SUPERSEDED_DIR = "superseded"
-LOCK_FILE = ".quantsweep.lock"
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
 _PARTIAL = ".partial"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -79,6 +79,36 @@ def _budget_points(sweep: Sweep) -> float:
     return 100.0 * float(value if isinstance(value, int | float) else 0.005)
 
 
+def _pareto_point(job: JobRecord, batch: int, metric: str) -> tuple[float, float]:
+    """A config's speed-up (geometric mean over the batch size's input lengths) and metric change in points."""
+    assert job.results is not None
+    ups = [s.speedup for s in _timed(job, batch)]
+    drop = 100.0 * (getattr(job.results.quantized, metric) - getattr(job.results.original, metric))
+    return math.exp(sum(math.log(u) for u in ups) / len(ups)), drop
+
+
+def _scatter_config(
+    ax: Any, color: Any, label: str, x: float, y: float, on_front: bool, axis: DropAxis, off: bool
+) -> None:
+    """One config's point: ringed on the Pareto front; a collapsed one drawn at the axis' foot with its value."""
+    ax.scatter(
+        x,
+        axis.bottom if off else y,
+        color=color,
+        edgecolors="black" if on_front else "none",
+        linewidths=1.5,
+        s=60,
+        zorder=3,
+        marker="v" if off else "o",
+        clip_on=False,
+        label=label + (f" ({y:+.1f} pts, off scale)" if off else ""),
+    )
+    if off:
+        ax.annotate(
+            f"{y:+.1f}", (x, axis.bottom), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=7
+        )
+
+
 def plot_pareto(sweep: Sweep, path: Path, metric: str) -> None:
     """Per batch size: each config's metric drop (points) against its speed-up, the Pareto front ringed."""
     import matplotlib
@@ -93,38 +123,13 @@ def plot_pareto(sweep: Sweep, path: Path, metric: str) -> None:
     for ax, batch in zip(axes[0], batch_sizes, strict=True):
         # a sweep over benchmark.* may time some batch sizes in some jobs only
         jobs = [job for job in sweep.finished if _timed(job, batch)]
-        points = []
-        for job in jobs:
-            assert job.results is not None
-            ups = [s.speedup for s in _timed(job, batch)]
-            drop = 100.0 * (getattr(job.results.quantized, metric) - getattr(job.results.original, metric))
-            points.append((math.exp(sum(math.log(u) for u in ups) / len(ups)), drop))
+        points = [_pareto_point(job, batch, metric) for job in jobs]
         front = set(pareto_front(points))
         axis = drop_axis([y for _, y in points], budget)
         for i, (job, (x, y)) in enumerate(zip(jobs, points, strict=True)):
-            edge = "black" if i in front else "none"
-            off = i in axis.off_scale
-            ax.scatter(
-                x,
-                axis.bottom if off else y,
-                color=colors(i % 10),
-                edgecolors=edge,
-                linewidths=1.5,
-                s=60,
-                zorder=3,
-                marker="v" if off else "o",
-                clip_on=False,
-                label=_short(job) + (f" ({y:+.1f} pts, off scale)" if off else ""),
+            _scatter_config(
+                ax, colors(i % 10), _short(job), x, y, on_front=i in front, axis=axis, off=i in axis.off_scale
             )
-            if off:
-                ax.annotate(
-                    f"{y:+.1f}",
-                    (x, axis.bottom),
-                    textcoords="offset points",
-                    xytext=(0, 7),
-                    ha="center",
-                    fontsize=7,
-                )
         ordered = sorted((points[i] for i in front if i not in axis.off_scale), key=lambda p: p[0])
         ax.plot(
             [p[0] for p in ordered],

@@ -83,7 +83,8 @@ def saved_files(target: str, tracking_uri: str | None, scratch: Path) -> tuple[P
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
 
-    from quantsweep.tracking import DEFAULT_TRACKING_URI, redact_uri
+    from quantsweep.redaction import redact_uri
+    from quantsweep.tracking import DEFAULT_TRACKING_URI
 
     uri = tracking_uri or DEFAULT_TRACKING_URI
     downloaded = []

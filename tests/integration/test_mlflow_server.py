@@ -24,9 +24,9 @@ from omegaconf import OmegaConf
 from test_tracking import FAST, free_port
 
 from quantsweep.callback import ReportCallback
-from quantsweep.files import CARD_FILE, CSV_FILE, PARETO_PLOT
+from quantsweep.files import CARD_FILE, CSV_FILE, PARETO_PLOT, UNREACHABLE_FILE
 from quantsweep.testing import run_module
-from quantsweep.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, UNREACHABLE_FILE
+from quantsweep.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from quantsweep.config import MlflowConfig
+from quantsweep.redaction import redact
 from quantsweep.testing import FAST_JOB, run_module
-from quantsweep.tracking import metrics_of, redact
+from quantsweep.tracking import metrics_of
 
 # the suite's quick job, with MLflow on and two input lengths (per-shape metrics and verdicts)
 FAST = [

@@ -114,7 +114,8 @@ def test_fetch_logs_a_sweep_whose_server_was_down_during_the_sweep(
     monkeypatch.chdir(tmp_path)
 
     from hydra_plugins.quantsweep_sagemaker._cli import _report_and_log
-    from quantsweep.tracking import UNREACHABLE_FILE, logged_run, settings_from_job
+    from quantsweep.files import UNREACHABLE_FILE
+    from quantsweep.tracking import logged_run, settings_from_job
 
     sweep = tmp_path / "sweep"
     home = sweep / "job"

@@ -27,7 +27,7 @@ from hydra_plugins.quantsweep_sagemaker._s3 import Store, caller_account
 
 
 def _say(text: str) -> None:
-    from quantsweep.tracking import redact_uri
+    from quantsweep.redaction import redact_uri
 
     # whatever a message quotes (an error's text, a record's content): no URL's user:password@
     print(redact_uri(text), file=sys.stderr, flush=True)
@@ -124,15 +124,9 @@ def fetch(
 
 def _report_and_log(sweep_dir: Path, home_dirs: list[Path]) -> int:
     """Log every job home to MLflow (idempotent), then write the card and attach it; the problems."""
+    from quantsweep.redaction import redact_uri
     from quantsweep.report import build_report
-    from quantsweep.tracking import (
-        log_report,
-        logged_run,
-        redact_uri,
-        server_verdict,
-        settings_from_job,
-        tracking_uri,
-    )
+    from quantsweep.tracking import log_report, logged_run, server_verdict, settings_from_job, tracking_uri
 
     problems = 0
     # a fresh look at each server: the sweep folder may have recorded it down during the sweep

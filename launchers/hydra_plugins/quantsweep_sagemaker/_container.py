@@ -54,7 +54,8 @@ def log_from_container(job_dir: Path) -> bool:
     the sweep's parent run, which only home knows. Any failure is said in the job's log and
     on stderr, never raised: the job itself succeeded.
     """
-    from quantsweep.tracking import check_server, log_job, redact_uri, settings_from_job, tracking_uri
+    from quantsweep.redaction import redact_uri
+    from quantsweep.tracking import check_server, log_job, settings_from_job, tracking_uri
 
     settings = settings_from_job(job_dir)
     uri = tracking_uri(settings)

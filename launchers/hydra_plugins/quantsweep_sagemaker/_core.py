@@ -186,7 +186,8 @@ def launch(
     setup_globals()
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     sweep_dir = Path(str(config.hydra.sweep.dir))
-    from quantsweep.tracking import MULTIRUN_YAML, scrub_config_files
+    from quantsweep.files import MULTIRUN_YAML
+    from quantsweep.redaction import scrub_config_files
 
     # first, whatever is refused below: Hydra's sweeper saved the sweep's config here, credentials
     # included, and this launcher's jobs never start here to scrub it as local jobs do
@@ -474,7 +475,7 @@ def _run_remotely(
 
 def _shown_overrides(job: PlannedJob) -> list[str]:
     """The overrides as Hydra prints them for a failed job ("Error executing job with overrides"), redacted."""
-    from quantsweep.tracking import redact_uri
+    from quantsweep.redaction import redact_uri
 
     return [redact_uri(override) for override in job.overrides]
 
@@ -532,6 +533,6 @@ def _job_return(job: PlannedJob, outcome: Outcome[Home | None], session: Any) ->
 
 def _job_error(text: str) -> RuntimeError:
     """A failed job's error, which Hydra prints: it quotes SageMaker's reason and the job's log lines."""
-    from quantsweep.tracking import redact_uri
+    from quantsweep.redaction import redact_uri
 
     return RuntimeError(redact_uri(text))

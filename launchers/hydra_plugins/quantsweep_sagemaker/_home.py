@@ -94,7 +94,7 @@ class SweepRecord:
         must not be kept in the sweep folder nor uploaded; a record of an earlier launch that
         kept one loses it here too.
         """
-        from quantsweep.tracking import redact_uri
+        from quantsweep.redaction import redact_uri
 
         data = asdict(self)
         for job in data["jobs"]:
@@ -185,12 +185,12 @@ def log_at_home(job_dir: Path, sweep_dir: Path, from_container: bool, given_uri:
     needs MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD).
     """
     from quantsweep.files import RESULTS_FILE
+    from quantsweep.redaction import redact_uri
     from quantsweep.tracking import (
         announce_unreachable,
         announced,
         log_job,
         logged_run,
-        redact_uri,
         server_verdict,
         settings_from_job,
         tracking_uri,

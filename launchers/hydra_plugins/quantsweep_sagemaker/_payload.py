@@ -233,7 +233,7 @@ def without_credentials(data: Any) -> Any:
     server), and its own saved config would blank them anyway. Home's code, so quantsweep's
     redaction may be imported here.
     """
-    from quantsweep.tracking import redact_uri
+    from quantsweep.redaction import redact_uri
 
     if isinstance(data, str):
         return redact_uri(data)

@@ -232,7 +232,7 @@ def describe(
     more = f" ({others} more problem{'s' if others > 1 else ''} in the same request.)" if others else ""
     nothing = " Nothing was uploaded or submitted."
     if dotted == JOB_NAME:
-        from quantsweep.tracking import redact_uri
+        from quantsweep.redaction import redact_uri
 
         # the overrides may hold a tracking URI with user:password@
         told = redact_uri(", ".join(overrides)) or "no overrides"

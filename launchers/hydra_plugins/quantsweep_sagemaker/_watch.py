@@ -288,7 +288,7 @@ def stop_command(region: str, name: str) -> str:
 
 
 def _say(text: str) -> None:
-    from quantsweep.tracking import redact_uri
+    from quantsweep.redaction import redact_uri
 
     # whatever a message quotes (an error's text, a log line of the job): no URL's user:password@
     print(redact_uri(text), file=sys.stderr, flush=True)

@@ -165,7 +165,8 @@ def _check_container_tracking(tracking_uri: str | None, mlflow_enabled: bool) ->
     MLflow's variables here) cannot be logged to from the container. A SageMaker MLflow ARN
     needs none: the job authenticates as the execution role.
     """
-    from quantsweep.tracking import is_http, redact_uri
+    from quantsweep.redaction import redact_uri
+    from quantsweep.tracking import is_http
 
     shown = redact_uri(str(tracking_uri)) if tracking_uri else "(the embedded store under outputs/)"
     if not mlflow_enabled or is_local_tracking(tracking_uri):

@@ -34,7 +34,7 @@ class SageMakerLauncher(Launcher):
         try:
             return _core.launch(self, job_overrides, initial_job_idx)
         except (LauncherConfigError, BundleError, BucketError) as error:
-            from quantsweep.tracking import redact_uri
+            from quantsweep.redaction import redact_uri
 
             # one paragraph for the user, not a traceback; nothing was uploaded yet. Redacted
             # whatever the message quotes (a value, an override): no password is printed
