@@ -124,9 +124,10 @@ def test_kill_9_during_a_forced_rerun_leaves_the_old_run_whole_and_a_failed_reru
         # wait until the new run has written its own quantized model, then kill it. The old
         # run's folder is checked first and must be complete (not ".partial"): until then a
         # model_quantized.onnx in the job folder may still be the old run's, about to move.
-        while not any(not p.name.endswith(".partial") for p in superseded(job)) or not (
-            job / "model_quantized.onnx"
-        ).exists():
+        while (
+            not any(not p.name.endswith(".partial") for p in superseded(job))
+            or not (job / "model_quantized.onnx").exists()
+        ):
             assert process.poll() is None, "the rerun ended before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.05)
