@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import loopback
 import quantsweep.testing as tiny
 
 
@@ -104,3 +106,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from quantsweep.testing import prewarmed
 
     prewarmed.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real tracking server for the whole pytest run (one per xdist worker that needs one:
+    starting one takes 10 to 30 s on 2 busy cores). Tests share it, so each logs to an
+    experiment of its own name."""
+    with loopback.mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as url:
+        yield url

@@ -1,6 +1,7 @@
 """MLflow against a real `mlflow server` on 127.0.0.1, checked over its REST API, and a server that is down.
 
-One server serves every test of this module (starting one takes 10 to 30 s on 2 busy cores).
+One server (tests/conftest.py's ``mlflow_server``) serves every test of the pytest worker;
+each test logs to an experiment of its own name.
 Everything is read back with plain HTTP requests to /api/2.0/mlflow/..., not through the
 MLflow client, so the checks see what the UI sees.
 """
@@ -8,74 +9,21 @@ MLflow client, so the checks see what the UI sees.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from omegaconf import OmegaConf
-from test_tracking import FAST, free_port
+from test_tracking import FAST
 
+from loopback import free_port
 from quantsweep.callback import ReportCallback
 from quantsweep.files import CARD_FILE, CSV_FILE, PARETO_PLOT, UNREACHABLE_FILE
 from quantsweep.testing import run_module
 from quantsweep.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real tracking server on loopback, stopped at the end whatever happens."""
-    folder = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or shutil.which("mlflow")
-    assert mlflow, "the mlflow command is installed with quantsweep"
-    process = subprocess.Popen(
-        [
-            mlflow,
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{folder / 'server.db'}",
-            "--artifacts-destination",
-            str(folder / "server-artifacts"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        # MLflow 3's server starts six job-runner processes (for GenAI scorers) that poll all the
-        # time; quantsweep runs no server jobs, and on 2 cores they took a third of one
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("mlflow server did not start") from None
-                time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def rest(url: str, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:

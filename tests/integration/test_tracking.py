@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from loopback import free_port
 from quantsweep.config import MlflowConfig
 from quantsweep.redaction import redact
 from quantsweep.testing import FAST_JOB, run_module
@@ -19,12 +19,6 @@ FAST = [
     *(o for o in FAST_JOB if not o.startswith(("mlflow.enabled", "benchmark.input_lengths"))),
     "benchmark.input_lengths=[8,16]",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_unreachable_server_is_said_once_at_the_start_and_loses_nothing(tmp_path, distilbert_dir, conll_dir):

@@ -24,7 +24,7 @@ import yaml
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 from hydra.test_utils.test_utils import SweepTaskFunction
 from sagemaker_harness import ContainerImage, FakeSageMaker
-from test_mlflow_server import mlflow_server, rest, runs_of  # noqa: F401  (mlflow_server: a fixture)
+from test_mlflow_server import rest, runs_of
 
 from quantsweep.testing import run_module
 
@@ -204,7 +204,7 @@ def test_a_remote_sweep_lands_like_a_local_one(
     sagemaker,
     distilbert_dir,
     conll_dir,
-    mlflow_server,  # noqa: F811  (the fixture imported above)
+    mlflow_server,
 ):
     bucket = sagemaker.create_bucket("remote-sweep")
     role = sagemaker.create_role_named("remote-sweep")
@@ -299,8 +299,10 @@ def test_a_remote_sweep_lands_like_a_local_one(
 
 
 def test_a_failed_job_reports_sagemakers_reason_and_the_others_finish(
-    tmp_path, sagemaker, distilbert_dir, conll_dir
+    tmp_path, preinstalled_image, distilbert_dir, conll_dir
 ):
+    # on the preinstalled-bundle image: the real pip install is the remote sweep's test above
+    sagemaker = preinstalled_image
     bucket = sagemaker.create_bucket("failing")
     role = sagemaker.create_role_named("failing")
     sweep = tmp_path / "sweep"

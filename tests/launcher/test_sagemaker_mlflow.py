@@ -106,7 +106,7 @@ def test_fetch_logs_a_sweep_whose_server_was_down_during_the_sweep(
     logged_job: tuple[Path, str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    mlflow_server: str,  # noqa: F811  (the fixture imported below)
+    mlflow_server: str,
 ) -> None:
     """The sweep folder remembers the server as down; fetch looks again and logs once it answers."""
     import json
@@ -126,6 +126,3 @@ def test_fetch_logs_a_sweep_whose_server_was_down_during_the_sweep(
     assert _report_and_log(sweep, [home]) == 0
     assert logged_run(home, settings_from_job(home)) is not None
     assert not (sweep / UNREACHABLE_FILE).exists()
-
-
-from test_mlflow_server import mlflow_server  # noqa: E402,F401  (a fixture)
