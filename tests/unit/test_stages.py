@@ -101,68 +101,47 @@ def test_the_calibration_key_follows_export_rows_settings_and_operators_not_excl
         assert not same(base, changed)
 
 
+def search_parts(
+    *overrides: str,
+    calibration: str = "calibration-key",
+    nodes: tuple[str, ...] = ("/a", "/b"),
+    rows: str = "held-out",
+    samples: int = 32,
+    packages: dict[str, str] = PACKAGES,
+) -> dict[str, Any]:
+    """The search stage's key parts for ``exclusion=auto`` with ``overrides``, each other input named."""
+    cfg = config("quantization=static", "exclusion=auto", *overrides)
+    return search.key_parts(cfg, calibration, plan(list(nodes)), rows, samples, packages)
+
+
 def test_the_search_key_follows_calibration_rows_settings_and_start_and_a_time_budget_is_never_reused() -> (
     None
 ):
     cfg = config("quantization=static", "exclusion=auto")
-    base = search.key_parts(cfg, "calibration-key", plan(["/b", "/a"]), "held-out", 32, PACKAGES)
-    assert same(base, search.key_parts(cfg, "calibration-key", plan(["/a", "/b"]), "held-out", 32, PACKAGES))
-    assert same(
-        base,
-        search.key_parts(
-            config("quantization=static", "exclusion=auto", "benchmark.batch_sizes=[2]"),
-            "calibration-key",
-            plan(["/a", "/b"]),
-            "held-out",
-            32,
-            PACKAGES,
-        ),
-    )
+    base = search_parts(nodes=("/b", "/a"))
+    assert same(base, search_parts())
+    assert same(base, search_parts("benchmark.batch_sizes=[2]"))
     for changed in (
-        search.key_parts(cfg, "other-calibration", plan(["/a", "/b"]), "held-out", 32, PACKAGES),
-        search.key_parts(cfg, "calibration-key", plan(["/a"]), "held-out", 32, PACKAGES),
-        search.key_parts(cfg, "calibration-key", plan(["/a", "/b"]), "other-rows", 32, PACKAGES),
-        search.key_parts(cfg, "calibration-key", plan(["/a", "/b"]), "held-out", 16, PACKAGES),
-        search.key_parts(
-            config("quantization=static", "exclusion=auto", "exclusion.max_f1_drop=0.01"),
-            "calibration-key",
-            plan(["/a", "/b"]),
-            "held-out",
-            32,
-            PACKAGES,
-        ),
-        search.key_parts(
-            config("quantization=static", "exclusion=auto", "seed=1"),
-            "calibration-key",
-            plan(["/a", "/b"]),
-            "held-out",
-            32,
-            PACKAGES,
-        ),
-        search.key_parts(
-            cfg, "calibration-key", plan(["/a", "/b"]), "held-out", 32, {**PACKAGES, "seqeval": "1.3"}
-        ),
+        search_parts(calibration="other-calibration"),
+        search_parts(nodes=("/a",)),
+        search_parts(rows="other-rows"),
+        search_parts(samples=16),
+        search_parts("exclusion.max_f1_drop=0.01"),
+        search_parts("seed=1"),
+        search_parts(packages={**PACKAGES, "seqeval": "1.3"}),
     ):
         assert not same(base, changed)
     # the speed objective times candidates on this machine: its key names the machine and
     # the timing shape; fewest_fp32 does not time, so its key does not
-    fewest = config("quantization=static", "exclusion=auto", "exclusion.objective=fewest_fp32")
-    fewest_parts = search.key_parts(fewest, "calibration-key", plan(["/a", "/b"]), "held-out", 32, PACKAGES)
+    fewest_parts = search_parts("exclusion.objective=fewest_fp32")
     assert not same(base, fewest_parts) and "machine" not in fewest_parts
     assert base["machine"]["timing_shape"] == [1, max(cfg.benchmark.input_lengths)]
     assert base["machine"]["threads"] >= 1 and base["machine"]["cpu"]
     assert base["machine"]["flags"] == sorted(cpu_flags())
-    two = config("quantization=static", "exclusion=auto", "benchmark.threads=2")
-    assert (
-        search.key_parts(two, "calibration-key", plan(), "held-out", 32, PACKAGES)["machine"]["threads"] == 2
-    )
-    shaped = config("quantization=static", "exclusion=auto", "exclusion.timing_shape=[8,128]")
-    assert search.key_parts(shaped, "calibration-key", plan(), "held-out", 32, PACKAGES)["machine"][
-        "timing_shape"
-    ] == [8, 128]
-    timed = config("quantization=static", "exclusion=auto", "exclusion.max_minutes=5")
-    first = search.key_parts(timed, "calibration-key", plan(), "held-out", 32, PACKAGES)
-    assert not same(first, search.key_parts(timed, "calibration-key", plan(), "held-out", 32, PACKAGES))
+    assert search_parts("benchmark.threads=2", nodes=())["machine"]["threads"] == 2
+    assert search_parts("exclusion.timing_shape=[8,128]", nodes=())["machine"]["timing_shape"] == [8, 128]
+    first = search_parts("exclusion.max_minutes=5", nodes=())
+    assert not same(first, search_parts("exclusion.max_minutes=5", nodes=()))
 
 
 def test_the_fp32_evaluation_key_follows_export_rows_length_and_batch_not_the_quantization() -> None:
